@@ -1,0 +1,216 @@
+//! JWT authentication: HS256 with a shared secret, or RS256/ES256 with a
+//! public key. The algorithm is fixed by configuration, never taken from the
+//! token, so `alg: none` and algorithm-confusion tokens are refused.
+
+use crate::ids::{now_ms, UserId};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Clock skew tolerated on `exp` / `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+/// Longest token accepted, in bytes.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("token too long")]
+    TooLong,
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("invalid subject: {0}")]
+    Subject(String),
+}
+
+#[derive(Clone)]
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+    /// Present only for HS256, where the same secret can mint tokens.
+    signing: Option<EncodingKey>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("alg", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation: validation(Algorithm::HS256),
+            signing: Some(EncodingKey::from_secret(secret)),
+        }
+    }
+
+    /// RS256 for an RSA public key, ES256 for an EC (P-256) public key.
+    pub fn from_public_key_pem(pem: &[u8]) -> anyhow::Result<Self> {
+        let (key, alg) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            (k, Algorithm::RS256)
+        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+            (k, Algorithm::ES256)
+        } else {
+            anyhow::bail!("JWT public key: not an RSA or EC public key in PEM form");
+        };
+        Ok(Self {
+            key,
+            validation: validation(alg),
+            signing: None,
+        })
+    }
+
+    /// Builds the authenticator from configuration: the public key if given,
+    /// else the configured secret, else the secret file in the data dir
+    /// (created with 256 random bits on first use).
+    pub fn from_config(
+        secret: Option<&str>,
+        public_key: Option<&Path>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        if let Some(path) = public_key {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("reading JWT public key {}: {e}", path.display()))?;
+            return Self::from_public_key_pem(&pem);
+        }
+        if let Some(secret) = secret {
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "ROOMCAST_JWT_SECRET must be at least 16 bytes"
+            );
+            return Ok(Self::hs256(secret.as_bytes()));
+        }
+        Ok(Self::hs256(load_or_create_secret(data_dir)?.as_bytes()))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::TooLong);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
+        UserId::new(&data.claims.sub).map_err(AuthError::Subject)
+    }
+
+    /// Mints a token for `user` valid for `ttl_secs` (HS256 only).
+    pub fn mint(&self, user: &str, ttl_secs: u64) -> anyhow::Result<String> {
+        let key = self
+            .signing
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("minting needs the HS256 secret; with a public key, mint tokens with your identity provider"))?;
+        UserId::new(user).map_err(|e| anyhow::anyhow!(e))?;
+        let now = now_ms() / 1000;
+        let claims = Claims {
+            sub: user.to_string(),
+            exp: now + ttl_secs,
+            iat: Some(now),
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            key,
+        )?)
+    }
+}
+
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = LEEWAY_SECS;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = false;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    v
+}
+
+/// Name of the generated secret file inside the data dir.
+pub const SECRET_FILE: &str = "jwt-secret";
+
+/// Reads DATA_DIR/jwt-secret, creating it (mode 0600, 64 hex chars) if absent.
+pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", data_dir.display()))?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(&path) {
+        Ok(mut f) => {
+            std::io::Write::write_all(&mut f, secret.as_bytes())
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            f.sync_all().ok();
+            Ok(secret)
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(&path)?.trim().to_string())
+        }
+        Err(e) => anyhow::bail!("creating {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn minted_tokens_verify() {
+        let a = Authenticator::hs256(b"0123456789abcdef0123");
+        let t = a.mint("alice", 60).unwrap();
+        assert_eq!(a.verify(&t).unwrap().as_str(), "alice");
+        let other = Authenticator::hs256(b"another-secret-entirely");
+        assert!(other.verify(&t).is_err());
+    }
+
+    #[test]
+    fn alg_none_and_expired_are_refused() {
+        let a = Authenticator::hs256(b"0123456789abcdef0123");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64.encode(format!(
+            r#"{{"sub":"mallory","exp":{}}}"#,
+            now_ms() / 1000 + 600
+        ));
+        assert!(a.verify(&format!("{header}.{claims}.")).is_err());
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
+                sub: "alice".into(),
+                exp: now_ms() / 1000 - 3600,
+                iat: None,
+            },
+            &EncodingKey::from_secret(b"0123456789abcdef0123"),
+        )
+        .unwrap();
+        assert!(a.verify(&expired).is_err());
+        assert!(a.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn secret_file_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s1 = load_or_create_secret(dir.path()).unwrap();
+        let s2 = load_or_create_secret(dir.path()).unwrap();
+        assert_eq!(s1, s2);
+        assert_eq!(s1.len(), 64);
+    }
+}

@@ -1,0 +1,294 @@
+//! Server configuration: every knob, its default, its flag and its
+//! `ROOMCAST_*` environment variable, in one struct.
+//!
+//! Precedence, highest first: command-line flag, environment variable, the
+//! TOML file given with `--config`, the built-in default.
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// When the embedded store syncs its journal to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fdatasync once per group commit, before any message in the group is acknowledged.
+    /// Acknowledged messages survive a process crash and a power loss.
+    Always,
+    /// Write each group commit to the OS before acknowledging, never fsync explicitly.
+    /// Acknowledged messages survive a process crash (kill -9), not a power loss.
+    Never,
+}
+
+/// A token-bucket rate: `PER_SECOND:BURST`, e.g. `10:30`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RateSpec {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl FromStr for RateSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rate, burst) = s
+            .split_once(':')
+            .ok_or_else(|| format!("rate {s:?}: expected PER_SECOND:BURST, e.g. 10:30"))?;
+        let per_second: f64 = rate
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate {s:?}: bad per-second number"))?;
+        let burst: u32 = burst
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate {s:?}: bad burst"))?;
+        if !(per_second > 0.0 && per_second.is_finite()) || burst == 0 {
+            return Err(format!("rate {s:?}: both numbers must be positive"));
+        }
+        Ok(Self { per_second, burst })
+    }
+}
+
+impl TryFrom<String> for RateSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<RateSpec> for String {
+    fn from(r: RateSpec) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for RateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.per_second, self.burst)
+    }
+}
+
+/// `roomcast serve` options.
+#[derive(Clone, Debug, Args, Serialize, Deserialize)]
+pub struct Config {
+    /// TOML file with any of these settings (keys as the long flag names with `_`).
+    #[arg(long, env = "ROOMCAST_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// TCP listener for the framed MessagePack protocol.
+    #[arg(long, env = "ROOMCAST_TCP", default_value = "127.0.0.1:7400")]
+    pub tcp: SocketAddr,
+
+    /// QUIC listener (UDP) for the same protocol; served once the QUIC transport is enabled.
+    #[arg(long, env = "ROOMCAST_QUIC", default_value = "127.0.0.1:7401")]
+    pub quic: SocketAddr,
+
+    /// HTTP listener: `GET /health`.
+    #[arg(long, env = "ROOMCAST_HTTP", default_value = "127.0.0.1:7480")]
+    pub http: SocketAddr,
+
+    /// Directory for the embedded store and the generated JWT secret.
+    #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// HS256 secret for JWTs. Unset: a random one is created in DATA_DIR/jwt-secret.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA for RS256, EC P-256 for ES256); replaces the HS256 secret.
+    #[arg(long, env = "ROOMCAST_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Most simultaneous connections; more are refused with `server_busy`.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Largest frame payload in bytes; a larger declared length gets `frame_too_large` and close.
+    #[arg(long, env = "ROOMCAST_MAX_FRAME", default_value_t = 1024 * 1024)]
+    pub max_frame: usize,
+
+    /// Time a new connection has to send `hello`, in ms.
+    #[arg(long, env = "ROOMCAST_HELLO_TIMEOUT_MS", default_value_t = 10_000)]
+    pub hello_timeout_ms: u64,
+
+    /// Heartbeat interval announced in `welcome`, in ms; a client silent for twice this is closed.
+    #[arg(long, env = "ROOMCAST_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub heartbeat_ms: u64,
+
+    /// Longest message body, in Unicode scalar values (characters).
+    #[arg(long, env = "ROOMCAST_MAX_BODY_CHARS", default_value_t = 5_000)]
+    pub max_body_chars: usize,
+
+    /// Outbound queue bound per connection, in bytes; overflow closes with `slow_consumer`.
+    #[arg(long, env = "ROOMCAST_OUTBOX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub outbox_bytes: usize,
+
+    /// Room router shards; 0 means one per available core.
+    #[arg(long, env = "ROOMCAST_SHARDS", default_value_t = 0)]
+    pub shards: usize,
+
+    /// Embedded store fsync policy (see docs/ARCHITECTURE.md, "Durability").
+    #[arg(long, env = "ROOMCAST_FSYNC", value_enum, default_value = "always")]
+    pub fsync: FsyncPolicy,
+
+    /// Per-room window of recent `local_id`s kept in memory for idempotent resends
+    /// (older ones are looked up in the store).
+    #[arg(long, env = "ROOMCAST_DEDUPE_WINDOW", default_value_t = 4096)]
+    pub dedupe_window: usize,
+
+    /// Turn every rate limit off (load tests, benchmarks).
+    #[arg(long, env = "ROOMCAST_NO_RATE_LIMITS", default_value_t = false)]
+    pub no_rate_limits: bool,
+
+    /// Per-user `send` limit, PER_SECOND:BURST.
+    #[arg(long, env = "ROOMCAST_LIMIT_SEND", default_value = "10:30")]
+    pub limit_send: RateSpec,
+
+    /// Per-user `join` limit, PER_SECOND:BURST.
+    #[arg(long, env = "ROOMCAST_LIMIT_JOIN", default_value = "10:50")]
+    pub limit_join: RateSpec,
+
+    /// Per-user `create_room` limit, PER_SECOND:BURST.
+    #[arg(long, env = "ROOMCAST_LIMIT_CREATE_ROOM", default_value = "1:10")]
+    pub limit_create_room: RateSpec,
+
+    /// Per-user `history` limit, PER_SECOND:BURST.
+    #[arg(long, env = "ROOMCAST_LIMIT_HISTORY", default_value = "10:50")]
+    pub limit_history: RateSpec,
+
+    /// Per-user connect (`hello`) limit, PER_SECOND:BURST.
+    #[arg(long, env = "ROOMCAST_LIMIT_CONNECT", default_value = "5:20")]
+    pub limit_connect: RateSpec,
+
+    /// Time allowed for a graceful shutdown (SIGTERM / Ctrl-C), in ms.
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Config {
+    /// Resolves the final configuration from parsed `serve` arguments: values the
+    /// user gave as flags or environment variables win over the TOML file, which
+    /// wins over the defaults.
+    pub fn resolve(matches: &ArgMatches) -> anyhow::Result<Config> {
+        let parsed = Config::from_arg_matches(matches)?;
+        let Some(path) = parsed.config.clone() else {
+            return Ok(parsed);
+        };
+        let as_value = serde_json::to_value(&parsed)?;
+        let mut explicit = serde_json::Map::new();
+        if let serde_json::Value::Object(map) = as_value {
+            for (key, value) in map {
+                if matches!(
+                    matches.value_source(&key),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                ) {
+                    explicit.insert(key, value);
+                }
+            }
+        }
+        let mut config: Config = Figment::from(Serialized::defaults(&parsed))
+            .merge(Toml::file_exact(&path))
+            .merge(Serialized::defaults(explicit))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+        config.config = Some(path);
+        Ok(config)
+    }
+
+    /// The defaults, with listeners on port 0 and the given data dir: for tests.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut c = <Wrapper as clap::Parser>::parse_from(["roomcast"]).config;
+        c.tcp = ([127, 0, 0, 1], 0).into();
+        c.quic = ([127, 0, 0, 1], 0).into();
+        c.http = ([127, 0, 0, 1], 0).into();
+        c.data_dir = data_dir.into();
+        c.jwt_secret = Some("test-secret-test-secret-test-secret".into());
+        c.fsync = FsyncPolicy::Never;
+        c
+    }
+
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.hello_timeout_ms)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// A client silent for this long is closed with `idle_timeout`.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.saturating_mul(2))
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Checks values that clap's types alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_frame >= 64, "max_frame must be at least 64 bytes");
+        anyhow::ensure!(
+            self.max_frame <= u32::MAX as usize,
+            "max_frame must fit in 32 bits"
+        );
+        anyhow::ensure!(
+            self.heartbeat_ms >= 100,
+            "heartbeat_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            self.hello_timeout_ms >= 10,
+            "hello_timeout_ms must be at least 10"
+        );
+        anyhow::ensure!(self.max_connections > 0, "max_connections must be positive");
+        anyhow::ensure!(
+            self.outbox_bytes >= 4096,
+            "outbox_bytes must be at least 4096"
+        );
+        anyhow::ensure!(self.max_body_chars > 0, "max_body_chars must be positive");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_spec_parses() {
+        let r: RateSpec = "10:30".parse().unwrap();
+        assert_eq!((r.per_second, r.burst), (10.0, 30));
+        assert!("10".parse::<RateSpec>().is_err());
+        assert!("0:3".parse::<RateSpec>().is_err());
+        assert!("1:0".parse::<RateSpec>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::for_tests("/tmp/x");
+        c.validate().unwrap();
+        assert_eq!(c.max_frame, 1024 * 1024);
+        assert_eq!(c.hello_timeout_ms, 10_000);
+        assert_eq!(c.max_body_chars, 5_000);
+    }
+}

@@ -1,0 +1,35 @@
+//! roomcast: a real-time rooms messaging server.
+//!
+//! A map of the parts, in the order a message meets them:
+//!
+//! - [`transport`]: accept loops (TCP now; TLS, QUIC and WebSocket build on the
+//!   same seam) that hand byte streams to [`conn::serve`].
+//! - [`proto`]: the v1 wire protocol — length-prefixed MessagePack maps
+//!   ([`proto::frame`]), a structural check ([`proto::validate`]), client and
+//!   server frame types, and the error code table ([`proto::error`]).
+//! - [`session`]: the sans-IO per-connection state machine (hello, deadlines,
+//!   validation).
+//! - [`conn`]: drives a session over a stream; [`conn::outbox`] is the
+//!   byte-bounded outbound queue; [`conn::writer`] batches it into the socket.
+//! - [`router`]: sharded room routers — each shard task owns its rooms, assigns
+//!   seqs, group-commits to the store and fans each message out as one shared
+//!   `Bytes` chunk.
+//! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
+//! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
+//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`.
+//! - [`client`]: a minimal client used by tests and tools.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod ids;
+pub mod presence;
+pub mod proto;
+pub mod ratelimit;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod transport;

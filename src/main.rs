@@ -1,0 +1,123 @@
+//! The `roomcast` binary: `serve` and `token`.
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use roomcast::auth::Authenticator;
+use roomcast::config::Config;
+use roomcast::server::Server;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "roomcast", version, about = "Real-time rooms messaging server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (embedded store and in-memory limits by default).
+    Serve(Box<Config>),
+    /// Mint a development JWT with the configured HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The user id (JWT `sub`).
+    #[arg(long)]
+    user: String,
+    /// Validity, e.g. `30m`, `24h`, `7d`.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Data dir holding the generated secret (same as `serve`).
+    #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// HS256 secret (same as `serve`).
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    match cli.command {
+        Cmd::Token(t) => {
+            let auth = Authenticator::from_config(t.jwt_secret.as_deref(), None, &t.data_dir)?;
+            println!("{}", auth.mint(&t.user, t.ttl.as_secs())?);
+            Ok(())
+        }
+        Cmd::Serve(_) => {
+            let sub = matches
+                .subcommand_matches("serve")
+                .ok_or_else(|| anyhow::anyhow!("serve arguments missing"))?;
+            let config = Config::resolve(sub)?;
+            serve(config)
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        let server = Server::bind(config).await?;
+        let tcp = server.tcp_addr()?;
+        let http = server.http_addr()?;
+        // One line on stdout that scripts and tests can parse.
+        println!(
+            "roomcast listening tcp={tcp} http={http} data_dir={}",
+            data_dir.display()
+        );
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal.cancel();
+        });
+        server.run(shutdown).await
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

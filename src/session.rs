@@ -1,0 +1,488 @@
+//! The per-connection protocol state machine, with no I/O.
+//!
+//! A transport driver feeds it frame payloads and the time; it answers with
+//! one [`Output`] per input: a frame to send, a validated request to dispatch,
+//! an admission to confirm, or a close. Deadlines (hello, idle) come from
+//! [`Session::deadline`] and fire through [`Session::handle_timeout`]. The same
+//! machine runs under every transport and in plain unit tests.
+
+use crate::auth::Authenticator;
+use crate::ids::{RoomId, SessionId, UserId};
+use crate::proto::client::{self, ClientFrame};
+use crate::proto::server::{Pong, Welcome};
+use crate::proto::{ErrorCode, ServerFrame, WireError, PROTOCOL_VERSION};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Longest room name, in characters.
+pub const MAX_ROOM_NAME_CHARS: usize = 100;
+/// Longest `local_id`, in bytes.
+pub const MAX_LOCAL_ID_LEN: usize = 64;
+/// Largest history page.
+pub const MAX_HISTORY_LIMIT: u32 = 200;
+/// History page size when `limit` is absent.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    pub hello_timeout: Duration,
+    pub heartbeat: Duration,
+    pub idle_timeout: Duration,
+    pub max_frame: usize,
+    pub max_body_chars: usize,
+}
+
+impl SessionLimits {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            hello_timeout: c.hello_timeout(),
+            heartbeat: c.heartbeat(),
+            idle_timeout: c.idle_timeout(),
+            max_frame: c.max_frame,
+            max_body_chars: c.max_body_chars,
+        }
+    }
+}
+
+/// A validated request from an authenticated session.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    CreateRoom {
+        id: u64,
+        name: String,
+        private: bool,
+    },
+    Join {
+        id: u64,
+        room: RoomId,
+    },
+    Leave {
+        id: u64,
+        room: RoomId,
+    },
+    Send {
+        id: u64,
+        room: RoomId,
+        body: String,
+        local_id: Option<String>,
+    },
+    History {
+        id: u64,
+        room: RoomId,
+        before: Option<u64>,
+        limit: u32,
+    },
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// Nothing to do.
+    None,
+    /// Send this frame.
+    Reply(ServerFrame),
+    /// `hello` verified: admit `user` (connect rate limit, presence), then send
+    /// [`Session::welcome`]. The session is already active.
+    Admit { id: Option<u64>, user: UserId },
+    /// Dispatch this request (rate limits, routers).
+    Request(Request),
+    /// Send this error with `close: true`, then close.
+    Close(WireError),
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitingHello { deadline: Instant },
+    Active { user: UserId },
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    limits: SessionLimits,
+    state: State,
+    last_rx: Instant,
+    joined: HashSet<RoomId>,
+}
+
+impl Session {
+    pub fn new(id: SessionId, limits: SessionLimits, now: Instant) -> Self {
+        let deadline = now + limits.hello_timeout;
+        Self {
+            id,
+            limits,
+            state: State::AwaitingHello { deadline },
+            last_rx: now,
+            joined: HashSet::new(),
+        }
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    pub fn user(&self) -> Option<&UserId> {
+        match &self.state {
+            State::Active { user } => Some(user),
+            _ => None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Rooms this session asked to join and has not left (for cleanup on close).
+    pub fn joined(&self) -> impl Iterator<Item = &RoomId> {
+        self.joined.iter()
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) must run.
+    pub fn deadline(&self) -> Instant {
+        match &self.state {
+            State::AwaitingHello { deadline } => *deadline,
+            _ => self.last_rx + self.limits.idle_timeout,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Output {
+        match &self.state {
+            State::AwaitingHello { deadline } if now >= *deadline => self.close(WireError::new(
+                ErrorCode::HelloTimeout,
+                format!(
+                    "no hello within {} ms",
+                    self.limits.hello_timeout.as_millis()
+                ),
+            )),
+            State::Active { .. } if now >= self.last_rx + self.limits.idle_timeout => {
+                self.close(WireError::new(
+                    ErrorCode::IdleTimeout,
+                    format!(
+                        "nothing received for {} ms (heartbeat is {} ms)",
+                        self.limits.idle_timeout.as_millis(),
+                        self.limits.heartbeat.as_millis()
+                    ),
+                ))
+            }
+            _ => Output::None,
+        }
+    }
+
+    /// A frame header declared `len` bytes, above `max_frame`.
+    pub fn handle_oversize(&mut self, len: usize) -> Output {
+        self.close(WireError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "frame of {len} bytes exceeds max_frame {}",
+                self.limits.max_frame
+            ),
+        ))
+    }
+
+    /// The `welcome` reply for an admitted session.
+    pub fn welcome(&self, id: Option<u64>, user: UserId) -> ServerFrame {
+        ServerFrame::Welcome(Welcome {
+            id,
+            v: PROTOCOL_VERSION,
+            user,
+            session: self.id.to_string(),
+            heartbeat_ms: self.limits.heartbeat.as_millis() as u64,
+            max_frame: self.limits.max_frame as u64,
+            server: concat!("roomcast/", env!("CARGO_PKG_VERSION")).to_string(),
+        })
+    }
+
+    fn close(&mut self, e: WireError) -> Output {
+        self.state = State::Closed;
+        Output::Close(e)
+    }
+
+    pub fn handle_frame(&mut self, payload: &[u8], now: Instant, auth: &Authenticator) -> Output {
+        if self.is_closed() {
+            return Output::None;
+        }
+        self.last_rx = now;
+        let frame = match ClientFrame::decode(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                // Before hello nothing is tolerated: answer and close.
+                if matches!(self.state, State::AwaitingHello { .. }) {
+                    return self.close(e.error);
+                }
+                return Output::Reply(ServerFrame::error(e.id, e.error));
+            }
+        };
+        match &self.state {
+            State::AwaitingHello { .. } => self.on_hello(frame, auth),
+            State::Active { .. } => match self.on_request(frame) {
+                Ok(out) => out,
+                Err((id, e)) => Output::Reply(ServerFrame::error(id, e)),
+            },
+            State::Closed => Output::None,
+        }
+    }
+
+    fn on_hello(&mut self, frame: ClientFrame, auth: &Authenticator) -> Output {
+        let ClientFrame::Hello(hello) = frame else {
+            return self.close(WireError::new(
+                ErrorCode::Unauthorized,
+                format!("send hello first (got {})", frame.type_name()),
+            ));
+        };
+        if hello.v != PROTOCOL_VERSION {
+            return self.close(WireError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                    hello.v
+                ),
+            ));
+        }
+        match auth.verify(&hello.token) {
+            Ok(user) => {
+                self.state = State::Active { user: user.clone() };
+                Output::Admit { id: hello.id, user }
+            }
+            Err(e) => self.close(WireError::new(ErrorCode::Unauthorized, e.to_string())),
+        }
+    }
+
+    fn on_request(&mut self, frame: ClientFrame) -> Result<Output, (Option<u64>, WireError)> {
+        let id = frame.id();
+        let bad = |m: String| (id, WireError::bad_request(m));
+        let req = match frame {
+            ClientFrame::Hello(_) => return Err(bad("already authenticated".into())),
+            ClientFrame::Ping(p) => return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id }))),
+            ClientFrame::CreateRoom(client::CreateRoom { id, name, private }) => {
+                let name = name.trim().to_string();
+                let chars = name.chars().count();
+                if chars == 0 || chars > MAX_ROOM_NAME_CHARS {
+                    return Err(bad(format!(
+                        "name: must be 1 to {MAX_ROOM_NAME_CHARS} characters"
+                    )));
+                }
+                if name.chars().any(char::is_control) {
+                    return Err(bad("name: must not contain control characters".into()));
+                }
+                Request::CreateRoom { id, name, private }
+            }
+            ClientFrame::Join(j) => {
+                self.joined.insert(j.room.clone());
+                Request::Join {
+                    id: j.id,
+                    room: j.room,
+                }
+            }
+            ClientFrame::Leave(l) => {
+                self.joined.remove(&l.room);
+                Request::Leave {
+                    id: l.id,
+                    room: l.room,
+                }
+            }
+            ClientFrame::Send(s) => {
+                if s.body.is_empty() {
+                    return Err(bad("body: must not be empty".into()));
+                }
+                let chars = s.body.chars().count();
+                if chars > self.limits.max_body_chars {
+                    return Err(bad(format!(
+                        "body: {chars} characters, the limit is {}",
+                        self.limits.max_body_chars
+                    )));
+                }
+                if let Some(l) = &s.local_id {
+                    if l.is_empty() || l.len() > MAX_LOCAL_ID_LEN {
+                        return Err(bad(format!(
+                            "local_id: must be 1 to {MAX_LOCAL_ID_LEN} bytes"
+                        )));
+                    }
+                }
+                Request::Send {
+                    id: s.id,
+                    room: s.room,
+                    body: s.body,
+                    local_id: s.local_id,
+                }
+            }
+            ClientFrame::History(h) => {
+                let limit = h.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+                if limit == 0 || limit > MAX_HISTORY_LIMIT {
+                    return Err(bad(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
+                }
+                if h.before == Some(0) {
+                    return Err(bad("before: must be at least 1".into()));
+                }
+                Request::History {
+                    id: h.id,
+                    room: h.room,
+                    before: h.before,
+                    limit,
+                }
+            }
+        };
+        Ok(Output::Request(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            hello_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(30),
+            max_frame: 1024,
+            max_body_chars: 10,
+        }
+    }
+
+    fn p(v: serde_json::Value) -> Vec<u8> {
+        rmp_serde::to_vec_named(&v).unwrap()
+    }
+
+    fn auth() -> Authenticator {
+        Authenticator::hs256(b"0123456789abcdef")
+    }
+
+    fn active(now: Instant) -> Session {
+        let a = auth();
+        let mut s = Session::new(SessionId(1), limits(), now);
+        let token = a.mint("alice", 60).unwrap();
+        let out = s.handle_frame(
+            &p(json!({"t": "hello", "v": 1, "token": token, "id": 1})),
+            now,
+            &a,
+        );
+        assert!(matches!(out, Output::Admit { id: Some(1), .. }), "{out:?}");
+        s
+    }
+
+    #[test]
+    fn hello_deadline_closes() {
+        let t0 = Instant::now();
+        let mut s = Session::new(SessionId(1), limits(), t0);
+        assert_eq!(s.deadline(), t0 + Duration::from_secs(10));
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(9)), Output::None);
+        let out = s.handle_timeout(t0 + Duration::from_secs(10));
+        assert!(matches!(
+            out,
+            Output::Close(WireError {
+                code: ErrorCode::HelloTimeout,
+                ..
+            })
+        ));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn requests_before_hello_close_unauthorized() {
+        let t0 = Instant::now();
+        let mut s = Session::new(SessionId(1), limits(), t0);
+        let out = s.handle_frame(&p(json!({"t": "ping"})), t0, &auth());
+        assert!(matches!(
+            out,
+            Output::Close(WireError {
+                code: ErrorCode::Unauthorized,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_token_and_version_close() {
+        let t0 = Instant::now();
+        let mut s = Session::new(SessionId(1), limits(), t0);
+        let out = s.handle_frame(
+            &p(json!({"t": "hello", "v": 1, "token": "x.y.z"})),
+            t0,
+            &auth(),
+        );
+        assert!(matches!(
+            out,
+            Output::Close(WireError {
+                code: ErrorCode::Unauthorized,
+                ..
+            })
+        ));
+        let mut s = Session::new(SessionId(1), limits(), t0);
+        let out = s.handle_frame(&p(json!({"t": "hello", "v": 2, "token": "x"})), t0, &auth());
+        assert!(matches!(
+            out,
+            Output::Close(WireError {
+                code: ErrorCode::UnsupportedVersion,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn idle_timeout_follows_last_frame() {
+        let t0 = Instant::now();
+        let mut s = active(t0);
+        let t1 = t0 + Duration::from_secs(20);
+        let out = s.handle_frame(&p(json!({"t": "ping", "id": 2})), t1, &auth());
+        assert!(matches!(out, Output::Reply(ServerFrame::Pong(_))));
+        assert_eq!(s.deadline(), t1 + Duration::from_secs(30));
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(31)), Output::None);
+        let out = s.handle_timeout(t1 + Duration::from_secs(30));
+        assert!(matches!(
+            out,
+            Output::Close(WireError {
+                code: ErrorCode::IdleTimeout,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn validation_errors_keep_the_session() {
+        let t0 = Instant::now();
+        let mut s = active(t0);
+        let a = auth();
+        let out = s.handle_frame(
+            &p(json!({"t": "send", "id": 5, "room": "r", "body": "x".repeat(11)})),
+            t0,
+            &a,
+        );
+        let Output::Reply(ServerFrame::Error(e)) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (e.id, e.code, e.close),
+            (Some(5), ErrorCode::BadRequest, false)
+        );
+        assert!(e.message.starts_with("body"));
+        // Ten characters of four bytes each are within a 10-character limit.
+        let out = s.handle_frame(
+            &p(json!({"t": "send", "id": 6, "room": "r", "body": "😀".repeat(10)})),
+            t0,
+            &a,
+        );
+        assert!(matches!(out, Output::Request(Request::Send { id: 6, .. })));
+        let out = s.handle_frame(
+            &p(json!({"t": "history", "id": 7, "room": "r", "limit": 500})),
+            t0,
+            &a,
+        );
+        assert!(matches!(out, Output::Reply(ServerFrame::Error(_))));
+        let out = s.handle_frame(b"\xc1", t0, &a);
+        assert!(matches!(out, Output::Reply(ServerFrame::Error(_))));
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn joined_rooms_are_tracked() {
+        let t0 = Instant::now();
+        let mut s = active(t0);
+        let a = auth();
+        s.handle_frame(&p(json!({"t": "join", "id": 2, "room": "a"})), t0, &a);
+        s.handle_frame(&p(json!({"t": "join", "id": 3, "room": "b"})), t0, &a);
+        s.handle_frame(&p(json!({"t": "leave", "id": 4, "room": "a"})), t0, &a);
+        let joined: Vec<_> = s.joined().map(|r| r.as_str().to_string()).collect();
+        assert_eq!(joined, vec!["b".to_string()]);
+    }
+}
