@@ -65,8 +65,8 @@ impl Outbox {
         self.inner.session
     }
 
-    /// Queues whole frames. Returns false if the connection is gone or this
-    /// push overflowed it (it is then closed with `slow_consumer`); the caller
+    /// Queues whole frames. Returns false if the connection is gone or its
+    /// queue was already past the bound (it is then closed with `slow_consumer`); the caller
     /// should drop the subscription.
     pub fn push(&self, frames: Bytes) -> bool {
         let inner = &*self.inner;
@@ -74,8 +74,10 @@ impl Outbox {
             return false;
         }
         let n = frames.len();
-        let queued = inner.queued.fetch_add(n, Ordering::AcqRel) + n;
-        if queued > inner.limit {
+        // Slow means the queue is already past its bound: a single chunk larger
+        // than the bound still goes to a consumer that keeps up.
+        let before = inner.queued.fetch_add(n, Ordering::AcqRel);
+        if before > inner.limit {
             inner.queued.fetch_sub(n, Ordering::AcqRel);
             inner.slow.store(true, Ordering::Release);
             inner.kill.cancel();
@@ -157,14 +159,18 @@ mod tests {
     async fn overflow_marks_slow_and_kills() {
         let (out, mut rx) = Outbox::new(SessionId(1), 10);
         assert!(out.push(Bytes::from_static(b"123456")));
-        assert!(!out.push(Bytes::from_static(b"123456")));
+        assert!(
+            out.push(Bytes::from_static(b"123456")),
+            "12 queued: past the bound now"
+        );
+        assert!(!out.push(Bytes::from_static(b"1")));
         assert!(out.is_slow() && out.is_dead());
         assert!(
             !out.push(Bytes::from_static(b"1")),
             "dead outboxes refuse everything"
         );
         let mut items = Vec::new();
-        assert_eq!(rx.recv_many(&mut items, 10).await, 1);
+        assert_eq!(rx.recv_many(&mut items, 10).await, 2);
     }
 
     #[tokio::test]

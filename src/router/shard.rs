@@ -62,6 +62,10 @@ enum Done {
 
 type Inflight = BoxFuture<'static, (Vec<Done>, StoreResult<()>)>;
 
+/// A room's fan-out chunk is handed out once it reaches this size, so one
+/// push never carries more than about this much to an outbox.
+const MAX_CHUNK: usize = 64 * 1024;
+
 /// Most inbox messages handled per wake-up (the shard's work budget).
 const INBOX_BATCH: usize = 512;
 
@@ -485,6 +489,7 @@ impl Shard {
                     }
                 }
                 Done::Message { msg, reply } => {
+                    let mut full = None;
                     let Some(Slot::Active(r)) = self.rooms.get_mut(&msg.room) else {
                         continue;
                     };
@@ -511,14 +516,18 @@ impl Shard {
                                 msg.local_id.clone(),
                             ));
                         }
-                        let chunk = match chunks.iter_mut().find(|(id, _)| *id == msg.room) {
-                            Some((_, c)) => c,
+                        let room_id = msg.room.clone();
+                        let chunk = match chunks.iter_mut().position(|(id, _)| *id == room_id) {
+                            Some(i) => &mut chunks[i].1,
                             None => {
-                                chunks.push((msg.room.clone(), BytesMut::with_capacity(256)));
+                                chunks.push((room_id.clone(), BytesMut::with_capacity(256)));
                                 &mut chunks.last_mut().expect("just pushed").1
                             }
                         };
                         proto::encode_into(chunk, &ServerFrame::Msg(msg));
+                        if chunk.len() >= MAX_CHUNK {
+                            full = Some(room_id);
+                        }
                     } else {
                         let waiters = match &msg.local_id {
                             Some(lid) => r.dedupe.forget(&msg.from, lid),
@@ -537,6 +546,9 @@ impl Shard {
                     // so a failed write leaves no gap.
                     if r.inflight == 0 {
                         r.next_seq = r.last_seq + 1;
+                    }
+                    if let Some(room) = full {
+                        flush_chunk(&mut self.rooms, &mut chunks, &room);
                     }
                 }
             }

@@ -158,9 +158,8 @@ fn load_room(t: &Tables, room: &RoomId, recent: usize) -> StoreResult<Option<Loa
     let prefix = keys::room_prefix(room);
     let mut last_seq = 0;
     let mut recent_local_ids = Vec::new();
-    let mut scanned = 0usize;
     let mut complete = true;
-    for item in t.messages.prefix(&prefix).rev() {
+    for (scanned, item) in t.messages.prefix(&prefix).rev().enumerate() {
         let (k, v) = item.into_inner().map_err(err)?;
         let seq = keys::seq_of_message_key(&k)?;
         if scanned == 0 {
@@ -170,7 +169,6 @@ fn load_room(t: &Tables, room: &RoomId, recent: usize) -> StoreResult<Option<Loa
             complete = false;
             break;
         }
-        scanned += 1;
         let m = keys::decode_message(room, seq, &v)?;
         if let Some(local_id) = m.local_id {
             recent_local_ids.push(LocalIdRecord {

@@ -1,0 +1,164 @@
+//! Shared helpers: the real server in-process on port 0, tokens, raw sockets.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use roomcast::auth::Authenticator;
+use roomcast::config::Config;
+use roomcast::proto::{FrameCodec, ServerFrame};
+use roomcast::server::Server;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<anyhow::Result<()>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::for_tests(dir.path());
+        f(&mut config);
+        let server = Server::bind(config).await.expect("bind");
+        let tcp = server.tcp_addr().expect("tcp addr");
+        let http = server.http_addr().expect("http addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        TestServer {
+            tcp,
+            http,
+            shutdown,
+            task: Some(task),
+            dir,
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("server stops within 30 s")
+                .expect("server task")
+                .expect("server run");
+        }
+    }
+}
+
+pub fn token(user: &str) -> String {
+    Authenticator::hs256(SECRET.as_bytes())
+        .mint(user, 3600)
+        .expect("mint")
+}
+
+pub async fn client(addr: SocketAddr, user: &str) -> roomcast::client::Client {
+    let (c, _) = roomcast::client::Client::connect_with_token(addr, &token(user))
+        .await
+        .expect("connect and hello");
+    c
+}
+
+/// A raw connection for malformed input: frames in, bytes out.
+pub struct Raw {
+    pub rx: FramedRead<OwnedReadHalf, FrameCodec>,
+    pub tx: OwnedWriteHalf,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        Self::from_stream(s)
+    }
+
+    pub fn from_stream(s: TcpStream) -> Raw {
+        let (r, w) = s.into_split();
+        Raw {
+            rx: FramedRead::new(r, FrameCodec::new(64 * 1024 * 1024)),
+            tx: w,
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.tx.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn send_map(&mut self, v: serde_json::Value) {
+        let payload = rmp_serde::to_vec_named(&v).expect("encode");
+        let mut b = (payload.len() as u32).to_be_bytes().to_vec();
+        b.extend(payload);
+        self.write(&b).await;
+    }
+
+    /// Next frame, or None at EOF; panics after WAIT.
+    pub async fn next(&mut self) -> Option<ServerFrame> {
+        let item = tokio::time::timeout(WAIT, self.rx.next())
+            .await
+            .expect("frame within WAIT");
+        item.map(|r| {
+            let payload: Bytes = r.expect("frame");
+            ServerFrame::decode(&payload).expect("decodable server frame")
+        })
+    }
+
+    /// Reads until EOF, returning every frame.
+    pub async fn drain_to_eof(&mut self) -> Vec<ServerFrame> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next().await {
+            out.push(f);
+        }
+        out
+    }
+
+    pub async fn hello(&mut self, user: &str) {
+        self.send_map(serde_json::json!({"t": "hello", "v": 1, "token": token(user), "id": 0}))
+            .await;
+        match self.next().await {
+            Some(ServerFrame::Welcome(_)) => {}
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+}
+
+/// Asserts the frame is an error with this code (and closing flag).
+pub fn assert_error(
+    f: Option<ServerFrame>,
+    code: &str,
+    close: bool,
+) -> roomcast::proto::server::ErrorFrame {
+    match f {
+        Some(ServerFrame::Error(e)) => {
+            assert_eq!(e.code.as_str(), code, "message: {}", e.message);
+            assert_eq!(e.close, close, "close flag for {code}");
+            e
+        }
+        other => panic!("expected error {code}, got {other:?}"),
+    }
+}
+
+/// Waits for the next `msg` push on a client, skipping nothing else silently.
+pub async fn next_msg(c: &mut roomcast::client::Client) -> roomcast::proto::server::Message {
+    match tokio::time::timeout(WAIT, c.next_event())
+        .await
+        .expect("push within WAIT")
+    {
+        Some(ServerFrame::Msg(m)) => m,
+        other => panic!("expected msg, got {other:?}"),
+    }
+}

@@ -1,0 +1,140 @@
+//! Acknowledged messages survive `kill -9`: a child server process is killed
+//! mid-stream and restarted on the same data dir.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct ChildServer {
+    child: Child,
+    tcp: SocketAddr,
+}
+
+fn spawn(data_dir: &Path, fsync: &str) -> ChildServer {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args([
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--fsync",
+            fsync,
+            "--no-rate-limits",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("ROOMCAST_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn roomcast");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    let tcp = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp="))
+        .unwrap_or_else(|| panic!("no tcp= in {line:?}"))
+        .parse()
+        .expect("tcp addr");
+    ChildServer { child, tcp }
+}
+
+fn kill9(mut s: ChildServer) {
+    // SIGKILL: no shutdown path runs.
+    s.child.kill().expect("kill");
+    s.child.wait().expect("wait");
+}
+
+async fn crash_keeps_acknowledged_messages(fsync: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(dir.path(), fsync);
+    let alice = client(server.tcp, "alice").await;
+    let room = alice.create_room("durable", true).await.unwrap();
+    alice.join(&room).await.unwrap();
+
+    // Several pipelined senders, so commits are grouped; the kill lands while
+    // sends are still in flight.
+    let alice = std::sync::Arc::new(alice);
+    let mut acked = Vec::new();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let (alice, room) = (alice.clone(), room.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..1000 {
+                match alice
+                    .send(&room, &format!("{t}:{i}"), Some(&format!("{t}:{i}")))
+                    .await
+                {
+                    Ok(s) => acks.push((s.seq, format!("{t}:{i}"))),
+                    Err(_) => break,
+                }
+            }
+            acks
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill9(server);
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    eprintln!("{fsync}: {} acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() > 10,
+        "some sends were acknowledged before the kill ({})",
+        acked.len()
+    );
+
+    let server = spawn(dir.path(), fsync);
+    let alice = client(server.tcp, "alice").await;
+    let joined = alice.join(&room).await.unwrap();
+    let mut stored = std::collections::HashMap::new();
+    let mut before = None;
+    loop {
+        let page = alice.history(&room, before, Some(200)).await.unwrap();
+        for m in &page.messages {
+            stored.insert(m.seq, m.body.clone());
+        }
+        if !page.more {
+            break;
+        }
+        before = page.messages.first().map(|m| m.seq);
+    }
+    for (seq, body) in &acked {
+        assert_eq!(
+            stored.get(seq),
+            Some(body),
+            "acknowledged seq {seq} is in history"
+        );
+    }
+    // Seqs are dense from 1 and continue without reuse.
+    let max = *stored.keys().max().unwrap();
+    assert_eq!(stored.len() as u64, max);
+    assert_eq!(joined.seq, max);
+    let next = alice.send(&room, "after restart", None).await.unwrap();
+    assert_eq!(next.seq, max + 1);
+    // Retrying an acknowledged local_id after the crash returns the original ack.
+    let (seq, body) = &acked[0];
+    assert_eq!(alice.send(&room, body, Some(body)).await.unwrap().seq, *seq);
+    kill9(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_acknowledged_messages_fsync_always() {
+    crash_keeps_acknowledged_messages("always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_acknowledged_messages_fsync_never() {
+    crash_keeps_acknowledged_messages("never").await;
+}

@@ -1,0 +1,274 @@
+//! Every documented error code, driven over a raw TCP socket: bad input gets
+//! its answer, never a panic or a silent drop, and the server keeps serving.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use roomcast::proto::ServerFrame;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn bad_tokens_are_unauthorized_and_close() {
+    let mut server = TestServer::start().await;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let exp = roomcast::ids::now_ms() / 1000 + 600;
+    let unsigned = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(format!(r#"{{"sub":"mallory","exp":{exp}}}"#))
+    );
+    let wrong_key = roomcast::auth::Authenticator::hs256(b"some-other-secret-entirely")
+        .mint("mallory", 60)
+        .unwrap();
+    let expired = {
+        let claims = roomcast::auth::Claims {
+            sub: "alice".into(),
+            exp: exp - 7200,
+            iat: None,
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    for tok in [unsigned, wrong_key, expired, "not-a-jwt".to_string()] {
+        let mut raw = Raw::connect(server.tcp).await;
+        raw.send_map(json!({"t": "hello", "v": 1, "token": tok, "id": 1}))
+            .await;
+        assert_error(raw.next().await, "unauthorized", true);
+        assert!(raw.next().await.is_none(), "closed after unauthorized");
+    }
+    // Anything but hello first is refused too.
+    let mut raw = Raw::connect(server.tcp).await;
+    raw.send_map(json!({"t": "join", "id": 1, "room": "r"}))
+        .await;
+    assert_error(raw.next().await, "unauthorized", true);
+    // An unsupported protocol version.
+    let mut raw = Raw::connect(server.tcp).await;
+    raw.send_map(json!({"t": "hello", "v": 99, "token": token("a")}))
+        .await;
+    assert_error(raw.next().await, "unsupported_version", true);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_bad_request_and_the_connection_stays_usable() {
+    let mut server = TestServer::start().await;
+    let mut raw = Raw::connect(server.tcp).await;
+    raw.hello("alice").await;
+    let cases: Vec<Vec<u8>> = vec![
+        vec![0xc1],                                          // reserved marker
+        vec![0x93, 0x01, 0x02, 0x03],                        // an array, not a map
+        vec![0x81, 0x01, 0x02],                              // integer key
+        vec![0x82, 0xa1, b't'],                              // truncated
+        vec![],                                              // empty payload
+        rmp_serde::to_vec_named(&json!({"id": 3})).unwrap(), // no t
+    ];
+    for payload in cases {
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend(&payload);
+        raw.write(&frame).await;
+        assert_error(raw.next().await, "bad_request", false);
+    }
+    // Wrong field types name the field and keep the id.
+    raw.send_map(json!({"t": "send", "id": 41, "room": "r", "body": 12}))
+        .await;
+    let e = assert_error(raw.next().await, "bad_request", false);
+    assert_eq!(e.id, Some(41));
+    assert!(e.message.contains("body"), "{}", e.message);
+    raw.send_map(json!({"t": "send", "id": 42, "room": "r", "body": "x".repeat(5001)}))
+        .await;
+    let e = assert_error(raw.next().await, "bad_request", false);
+    assert!(e.message.contains("5000"), "{}", e.message);
+    raw.send_map(json!({"t": "teleport", "id": 43})).await;
+    let e = assert_error(raw.next().await, "unknown_type", false);
+    assert_eq!(e.id, Some(43));
+    raw.send_map(json!({"t": "hello", "v": 1, "token": token("alice"), "id": 44}))
+        .await;
+    assert_error(raw.next().await, "bad_request", false);
+    // Unknown keys are ignored; the connection still works.
+    raw.send_map(json!({"t": "ping", "id": 45, "future_field": {"x": [1, 2]}}))
+        .await;
+    assert!(matches!(raw.next().await, Some(ServerFrame::Pong(p)) if p.id == Some(45)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_frames_are_refused_from_the_header() {
+    let mut server = TestServer::start_with(|c| c.max_frame = 1024).await;
+    let mut raw = Raw::connect(server.tcp).await;
+    raw.hello("alice").await;
+    // Only the header is sent: the server must not wait for the 2 GB body.
+    raw.write(&0x8000_0000u32.to_be_bytes()).await;
+    assert_error(raw.next().await, "frame_too_large", true);
+    assert!(raw.next().await.is_none());
+    // Before hello too.
+    let mut raw = Raw::connect(server.tcp).await;
+    raw.write(&2000u32.to_be_bytes()).await;
+    assert_error(raw.next().await, "frame_too_large", true);
+    // Others are unaffected.
+    let alice = client(server.tcp, "alice").await;
+    alice.ping().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hello_deadline_and_idle_timeout_close() {
+    let mut server = TestServer::start_with(|c| {
+        c.hello_timeout_ms = 200;
+        c.heartbeat_ms = 200;
+    })
+    .await;
+    let mut silent = Raw::connect(server.tcp).await;
+    assert_error(silent.next().await, "hello_timeout", true);
+    assert!(silent.next().await.is_none());
+
+    let mut idle = Raw::connect(server.tcp).await;
+    idle.hello("alice").await;
+    // Heartbeats keep it open past the idle timeout...
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        idle.send_map(json!({"t": "ping", "id": i})).await;
+        assert!(matches!(idle.next().await, Some(ServerFrame::Pong(_))));
+    }
+    // ...silence closes it after 2 x heartbeat.
+    assert_error(idle.next().await, "idle_timeout", true);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_with_a_retry_hint() {
+    let mut server = TestServer::start_with(|c| c.limit_send = "2:3".parse().unwrap()).await;
+    let alice = client(server.tcp, "alice").await;
+    let room = alice.create_room("r", false).await.unwrap();
+    alice.join(&room).await.unwrap();
+    for _ in 0..3 {
+        alice.send(&room, "ok", None).await.unwrap();
+    }
+    let err = alice.send(&room, "too fast", None).await.unwrap_err();
+    let roomcast::client::ClientError::Server(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.code.as_str(), "rate_limited");
+    assert!(!e.close);
+    let retry = e.retry_after_ms.expect("retry_after_ms");
+    assert!((1..=500).contains(&retry), "{retry}");
+    tokio::time::sleep(Duration::from_millis(retry)).await;
+    alice.send(&room, "later", None).await.unwrap();
+    // The refused message was not stored.
+    assert_eq!(
+        alice
+            .history(&room, None, None)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        4
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_cap_answers_server_busy() {
+    let mut server = TestServer::start_with(|c| c.max_connections = 1).await;
+    let first = client(server.tcp, "alice").await;
+    let mut second = Raw::connect(server.tcp).await;
+    let e = assert_error(second.next().await, "server_busy", true);
+    assert!(e.retry_after_ms.is_some());
+    first.ping().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect() {
+    let mut server = TestServer::start().await;
+    let mut raw = Raw::connect(server.tcp).await;
+    raw.hello("alice").await;
+    server.shutdown.cancel();
+    let e = assert_error(raw.next().await, "shutting_down", true);
+    assert!(e.retry_after_ms.unwrap() >= 1000);
+    assert!(raw.next().await.is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_consumers_are_cut_off_without_slowing_the_room() {
+    let mut server = TestServer::start_with(|c| {
+        c.no_rate_limits = true;
+        c.outbox_bytes = 256 * 1024;
+    })
+    .await;
+    let mut alice = client(server.tcp, "alice").await;
+    let room = alice.create_room("firehose", false).await.unwrap();
+    alice.join(&room).await.unwrap();
+
+    // A member that never reads, with a tiny receive buffer.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Raw::from_stream(sock.connect(server.tcp).await.unwrap());
+    slow.hello("sloth").await;
+    slow.send_map(json!({"t": "join", "id": 1, "room": room.as_str()}))
+        .await;
+    assert!(matches!(slow.next().await, Some(ServerFrame::Joined(_))));
+
+    // The publisher is never blocked: every send is acknowledged.
+    let body = "x".repeat(1000);
+    let mut sent = 0u64;
+    for _ in 0..80 {
+        let acks =
+            futures_util::future::join_all((0..100).map(|_| alice.send(&room, &body, None))).await;
+        for a in acks {
+            if let Err(e) = a {
+                while let Some(ev) = alice.next_event().await {
+                    if !matches!(ev, ServerFrame::Msg(_)) {
+                        eprintln!("{ev:?}");
+                    }
+                }
+                panic!("{e:?}");
+            }
+            sent += 1;
+        }
+    }
+    // The slow member gets a prefix of the stream, in order, then slow_consumer and EOF.
+    let frames = slow.drain_to_eof().await;
+    let (last, msgs) = frames.split_last().expect("some frames");
+    assert_error(Some(last.clone()), "slow_consumer", true);
+    let seqs: Vec<u64> = msgs
+        .iter()
+        .map(|f| match f {
+            ServerFrame::Msg(m) => m.seq,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, no gaps"
+    );
+    assert!(
+        (seqs.len() as u64) < sent,
+        "cut off before the end ({} of {sent})",
+        seqs.len()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_endpoint_answers() {
+    let mut server = TestServer::start().await;
+    let _alice = client(server.tcp, "alice").await;
+    let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#""status":"ok""#), "{resp}");
+    assert!(resp.contains(r#""connections":1"#), "{resp}");
+    server.stop().await;
+}
