@@ -284,6 +284,43 @@ mod tests {
     }
 
     #[test]
+    fn toml_file_sits_under_flags_and_over_defaults() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomcast.toml");
+        std::fs::write(
+            &path,
+            "max_frame = 2048\nheartbeat_ms = 500\ntcp = \"127.0.0.1:9999\"\nlimit_send = \"3:4\"\nfsync = \"never\"\n",
+        )
+        .unwrap();
+        let matches = Wrapper::command().get_matches_from([
+            "roomcast",
+            "--config",
+            path.to_str().unwrap(),
+            "--heartbeat-ms",
+            "700",
+        ]);
+        let c = Config::resolve(&matches).unwrap();
+        assert_eq!(c.max_frame, 2048, "from the file");
+        assert_eq!(c.heartbeat_ms, 700, "the flag wins over the file");
+        assert_eq!(c.tcp, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.limit_send, "3:4".parse().unwrap());
+        assert_eq!(c.fsync, FsyncPolicy::Never);
+        assert_eq!(c.hello_timeout_ms, 10_000, "default");
+
+        std::fs::write(&path, "max_frame = \"lots\"\n").unwrap();
+        let matches =
+            Wrapper::command().get_matches_from(["roomcast", "--config", path.to_str().unwrap()]);
+        let err = Config::resolve(&matches).unwrap_err().to_string();
+        assert!(err.contains("max_frame"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::for_tests("/tmp/x");
         c.validate().unwrap();
