@@ -13,15 +13,22 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:7400".into()).parse()?;
+    let addr = arg("--addr")
+        .unwrap_or_else(|| "127.0.0.1:7400".into())
+        .parse()?;
     let token = arg("--token").ok_or_else(|| anyhow::anyhow!("--token is required"))?;
     let (mut client, welcome) = Client::connect_with_token(addr, &token).await?;
-    println!("connected as {} (session {})", welcome.user, welcome.session);
+    println!(
+        "connected as {} (session {})",
+        welcome.user, welcome.session
+    );
     let room = match (arg("--room"), arg("--create")) {
         (Some(r), _) => RoomId::new(&r).map_err(|e| anyhow::anyhow!(e))?,
         (None, Some(name)) => {

@@ -1,6 +1,7 @@
-//! A minimal async Rust client for the TCP transport, used by the tests and
-//! the bench tool. (The full SDK with resume and offline queue lives in
-//! `client/`.)
+//! A minimal async Rust client, used by the tests and the bench tool, over
+//! any transport: TCP, TLS (pinned or CA-verified), QUIC, WebSocket
+//! ([`Endpoint`]; the dialing lives in `client/dial.rs`). (The full SDK with
+//! resume and offline queue lives in `client/`.)
 //!
 //! Requests get a fresh `id` and resolve with the reply carrying it; pushes
 //! (`msg`, and errors without an `id`) arrive on [`Client::next_event`].
@@ -8,17 +9,18 @@
 use crate::ids::RoomId;
 use crate::proto::client::{self as req, ClientFrame};
 use crate::proto::server::{ErrorFrame, HistoryPage, Joined, Sent, Welcome};
-use crate::proto::{FrameCodec, ServerFrame, DEFAULT_MAX_FRAME};
+use crate::proto::ServerFrame;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedRead;
+
+mod dial;
+pub use crate::tls::Trust;
+pub use dial::Endpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -44,28 +46,18 @@ pub struct Client {
 impl Client {
     /// Connects over TCP (no hello yet).
     pub async fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
-        let socket = TcpStream::connect(addr).await?;
-        socket.set_nodelay(true)?;
-        let (r, mut w) = socket.into_split();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+        Client::connect_to(&Endpoint::Tcp(addr)).await
+    }
+
+    /// Connects over any transport (no hello yet).
+    pub async fn connect_to(endpoint: &Endpoint) -> Result<Client, ClientError> {
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
+        let mut frames = dial::open(endpoint, out_rx).await?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
-        tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while out_rx.recv_many(&mut batch, 64).await > 0 {
-                for b in batch.drain(..) {
-                    if w.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = w.shutdown().await;
-        });
         let p = pending.clone();
         tokio::spawn(async move {
-            // Accept anything the server may send (it never exceeds 4x its own max frame).
-            let mut frames = FramedRead::new(r, FrameCodec::new(4 * DEFAULT_MAX_FRAME));
-            while let Some(Ok(payload)) = frames.next().await {
+            while let Some(payload) = frames.next().await {
                 let Ok(frame) = ServerFrame::decode(&payload) else {
                     continue;
                 };
@@ -95,12 +87,20 @@ impl Client {
         })
     }
 
-    /// Connects and authenticates.
+    /// Connects over TCP and authenticates.
     pub async fn connect_with_token(
         addr: SocketAddr,
         token: &str,
     ) -> Result<(Client, Welcome), ClientError> {
-        let client = Client::connect(addr).await?;
+        Client::connect_to_with_token(&Endpoint::Tcp(addr), token).await
+    }
+
+    /// Connects over any transport and authenticates.
+    pub async fn connect_to_with_token(
+        endpoint: &Endpoint,
+        token: &str,
+    ) -> Result<(Client, Welcome), ClientError> {
+        let client = Client::connect_to(endpoint).await?;
         let welcome = client.hello(token).await?;
         Ok((client, welcome))
     }
@@ -109,7 +109,8 @@ impl Client {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends raw bytes (tests of malformed input).
+    /// Sends raw bytes (tests of malformed input). On WebSocket the bytes must
+    /// be whole length-prefixed frames: each becomes one binary message.
     pub fn send_raw(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
         self.out.send(bytes.into()).map_err(|_| ClientError::Closed)
     }
@@ -139,6 +140,7 @@ impl Client {
             id: Some(id),
             v: 1,
             token: token.into(),
+            sync: false,
         });
         match self.request(id, &f).await? {
             ServerFrame::Welcome(w) => Ok(w),
@@ -152,6 +154,8 @@ impl Client {
             id,
             name: name.into(),
             private,
+            description: None,
+            room: None,
         });
         match self.request(id, &f).await? {
             ServerFrame::Created(c) => Ok(c.room),
@@ -167,6 +171,8 @@ impl Client {
                 &ClientFrame::Join(req::Join {
                     id,
                     room: room.clone(),
+                    since: None,
+                    invite: None,
                 }),
             )
             .await?
@@ -205,6 +211,9 @@ impl Client {
             room: room.clone(),
             body: body.into(),
             local_id: local_id.map(str::to_string),
+            kind: Default::default(),
+            attachments: Vec::new(),
+            reply_to: None,
         });
         match self.request(id, &f).await? {
             ServerFrame::Sent(s) => Ok(s),
@@ -231,6 +240,31 @@ impl Client {
         }
     }
 
+    /// Sends the frame `make(id)` with a fresh id and waits for its reply.
+    pub async fn call(
+        &self,
+        make: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<ServerFrame, ClientError> {
+        let id = self.next_id();
+        self.request(id, &make(id)).await
+    }
+
+    /// `join {room, since}`: resume after `since`; stored events after it arrive as pushes.
+    pub async fn join_since(&self, room: &RoomId, since: u64) -> Result<Joined, ClientError> {
+        let f = |id| {
+            ClientFrame::Join(req::Join {
+                id,
+                room: room.clone(),
+                since: Some(since),
+                invite: None,
+            })
+        };
+        match self.call(f).await? {
+            ServerFrame::Joined(j) => Ok(j),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), ClientError> {
         let id = self.next_id();
         match self
@@ -249,15 +283,5 @@ impl Client {
 }
 
 fn reply_id(f: &ServerFrame) -> Option<u64> {
-    match f {
-        ServerFrame::Welcome(w) => w.id,
-        ServerFrame::Created(c) => Some(c.id),
-        ServerFrame::Joined(j) => Some(j.id),
-        ServerFrame::Left(l) => Some(l.id),
-        ServerFrame::Sent(s) => Some(s.id),
-        ServerFrame::History(h) => Some(h.id),
-        ServerFrame::Pong(p) => p.id,
-        ServerFrame::Error(e) => e.id,
-        ServerFrame::Msg(_) => None,
-    }
+    f.reply_id()
 }

@@ -87,13 +87,39 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_TCP", default_value = "127.0.0.1:7400")]
     pub tcp: SocketAddr,
 
-    /// QUIC listener (UDP) for the same protocol; served once the QUIC transport is enabled.
+    /// QUIC listener (UDP) for the same protocol: ALPN `roomcast/1`, one bidirectional
+    /// stream per connection carrying the TCP framing (docs/TRANSPORTS.md).
     #[arg(long, env = "ROOMCAST_QUIC", default_value = "127.0.0.1:7401")]
     pub quic: SocketAddr,
 
-    /// HTTP listener: `GET /health`.
+    /// TLS-over-TCP listener for the same protocol (off unless given), using the
+    /// certificate of `--tls-cert` / `--tls-key` or the generated one.
+    #[arg(long, env = "ROOMCAST_TLS_TCP")]
+    pub tls_tcp: Option<SocketAddr>,
+
+    /// PEM certificate chain for TLS and QUIC. Unset (with `--tls-key` unset): a
+    /// self-signed one is generated in DATA_DIR/tls/ on first run and reused.
+    #[arg(long, env = "ROOMCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `--tls-cert`.
+    #[arg(long, env = "ROOMCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// HTTP listener: `GET /health`, and `GET /ws` (the WebSocket bridge).
     #[arg(long, env = "ROOMCAST_HTTP", default_value = "127.0.0.1:7480")]
     pub http: SocketAddr,
+
+    /// Browser origins allowed to open `/ws`, comma-separated (e.g.
+    /// `https://app.example.com`); `*` allows any. Requests without an `Origin`
+    /// header (native clients) are always allowed.
+    #[arg(
+        long,
+        env = "ROOMCAST_WS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub ws_allowed_origins: Vec<String>,
 
     /// Directory for the embedded store and the generated JWT secret.
     #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
@@ -144,6 +170,31 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_DEDUPE_WINDOW", default_value_t = 4096)]
     pub dedupe_window: usize,
 
+    /// How long authors may edit a message, in seconds.
+    #[arg(long, env = "ROOMCAST_EDIT_WINDOW_SECS", default_value_t = 900)]
+    pub edit_window_secs: u64,
+
+    /// Sending a message marks the room read up to it for the sender.
+    #[arg(long, env = "ROOMCAST_READ_ON_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_on_send: bool,
+
+    /// Joining (opening) a room marks it read up to its latest message.
+    #[arg(long, env = "ROOMCAST_READ_ON_JOIN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub read_on_join: bool,
+
+    /// A typing indicator ends after this long without a refresh, in ms.
+    #[arg(long, env = "ROOMCAST_TYPING_TTL_MS", default_value_t = 5_000)]
+    pub typing_ttl_ms: u64,
+
+    /// Rooms with at most this many members list who is online and get presence pushes;
+    /// larger rooms get online counts only.
+    #[arg(long, env = "ROOMCAST_PRESENCE_LIST_MAX", default_value_t = 100)]
+    pub presence_list_max: usize,
+
+    /// Largest attachment size accepted in message metadata, in bytes.
+    #[arg(long, env = "ROOMCAST_MAX_ATTACHMENT_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_attachment_bytes: u64,
+
     /// Turn every rate limit off (load tests, benchmarks).
     #[arg(long, env = "ROOMCAST_NO_RATE_LIMITS", default_value_t = false)]
     pub no_rate_limits: bool,
@@ -164,9 +215,69 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_LIMIT_HISTORY", default_value = "10:50")]
     pub limit_history: RateSpec,
 
+    /// Per-user `typing` limit, PER_SECOND:BURST.
+    #[arg(long, env = "ROOMCAST_LIMIT_TYPING", default_value = "2:10")]
+    pub limit_typing: RateSpec,
+
+    /// Per-user limit on other requests (edits, reactions, reads, admin, lists), PER_SECOND:BURST.
+    #[arg(long, env = "ROOMCAST_LIMIT_OTHER", default_value = "20:100")]
+    pub limit_other: RateSpec,
+
     /// Per-user connect (`hello`) limit, PER_SECOND:BURST.
     #[arg(long, env = "ROOMCAST_LIMIT_CONNECT", default_value = "5:20")]
     pub limit_connect: RateSpec,
+
+    /// Redis URL (e.g. redis://127.0.0.1:6379/0): presence, rate limits and cross-node
+    /// fan-out shared by every node. Unset: in-memory, single node.
+    #[arg(long, env = "ROOMCAST_REDIS")]
+    pub redis: Option<String>,
+
+    /// Rate limiting when Redis cannot answer: `open` allows, `closed` refuses.
+    #[arg(
+        long,
+        env = "ROOMCAST_REDIS_FAILURE",
+        value_enum,
+        default_value = "open"
+    )]
+    pub redis_failure: crate::redis::FailurePolicy,
+
+    /// Log what the rate limits would refuse, without refusing.
+    #[arg(long, env = "ROOMCAST_RATE_LIMIT_DRY_RUN", default_value_t = false)]
+    pub rate_limit_dry_run: bool,
+
+    /// With Redis: a session's presence lapses this long after its node last refreshed it.
+    #[arg(long, env = "ROOMCAST_PRESENCE_TTL_MS", default_value_t = 30_000)]
+    pub presence_ttl_ms: u64,
+
+    /// With Redis: a seq gap left by a node that died mid-send is skipped after this long.
+    #[arg(long, env = "ROOMCAST_GAP_TIMEOUT_MS", default_value_t = 5_000)]
+    pub gap_timeout_ms: u64,
+
+    /// With Redis: the stream receiving `message.created` events for offline members.
+    #[arg(
+        long,
+        env = "ROOMCAST_OFFLINE_STREAM",
+        default_value = "roomcast:offline"
+    )]
+    pub offline_stream: String,
+
+    /// With Redis: approximate cap on the offline stream's length.
+    #[arg(
+        long,
+        env = "ROOMCAST_OFFLINE_STREAM_MAXLEN",
+        default_value_t = 100_000
+    )]
+    pub offline_stream_maxlen: usize,
+
+    /// TEST ONLY: run `--redis` nodes on node-local embedded stores (live delivery,
+    /// presence and limits work across nodes; history and resume do not).
+    #[arg(
+        long,
+        env = "ROOMCAST_UNSAFE_NODE_LOCAL_STORE",
+        default_value_t = false,
+        hide = true
+    )]
+    pub unsafe_node_local_store: bool,
 
     /// Time allowed for a graceful shutdown (SIGTERM / Ctrl-C), in ms.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
@@ -214,6 +325,7 @@ impl Config {
         c.tcp = ([127, 0, 0, 1], 0).into();
         c.quic = ([127, 0, 0, 1], 0).into();
         c.http = ([127, 0, 0, 1], 0).into();
+        c.tls_tcp = Some(([127, 0, 0, 1], 0).into());
         c.data_dir = data_dir.into();
         c.jwt_secret = Some("test-secret-test-secret-test-secret".into());
         c.fsync = FsyncPolicy::Never;
@@ -266,6 +378,10 @@ impl Config {
             "outbox_bytes must be at least 4096"
         );
         anyhow::ensure!(self.max_body_chars > 0, "max_body_chars must be positive");
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert and tls_key must be given together"
+        );
         Ok(())
     }
 }

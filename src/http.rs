@@ -1,5 +1,5 @@
-//! The HTTP listener: `GET /health` now; the REST API and the WebSocket
-//! bridge mount here.
+//! The HTTP listener: `GET /health`, and `GET /ws`, the WebSocket bridge
+//! ([`crate::transport::ws`]); the REST API mounts here.
 
 use crate::server::Core;
 use axum::extract::State;
@@ -34,8 +34,13 @@ async fn health(State(core): State<Arc<Core>>) -> (StatusCode, Json<serde_json::
     )
 }
 
-pub async fn serve(core: Arc<Core>, listener: TcpListener, shutdown: CancellationToken) {
-    let app = router(core);
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    bridge: crate::transport::ws::Bridge,
+    shutdown: CancellationToken,
+) {
+    let app = router(core).merge(crate::transport::ws::router(bridge));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -2,8 +2,9 @@
 //!
 //! A map of the parts, in the order a message meets them:
 //!
-//! - [`transport`]: accept loops (TCP now; TLS, QUIC and WebSocket build on the
-//!   same seam) that hand byte streams to [`conn::serve`].
+//! - [`transport`]: accept loops for TCP, TLS-over-TCP, QUIC and the WebSocket
+//!   bridge, each handing a stream of frames to [`conn::serve_frames`];
+//!   [`tls`] holds the certificate (configured or self-signed) and rustls configs.
 //! - [`proto`]: the v1 wire protocol — length-prefixed MessagePack maps
 //!   ([`proto::frame`]), a structural check ([`proto::validate`]), client and
 //!   server frame types, and the error code table ([`proto::error`]).
@@ -28,8 +29,10 @@ pub mod ids;
 pub mod presence;
 pub mod proto;
 pub mod ratelimit;
+pub mod redis;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod transport;

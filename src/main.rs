@@ -85,9 +85,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let server = Server::bind(config).await?;
         let tcp = server.tcp_addr()?;
         let http = server.http_addr()?;
-        // One line on stdout that scripts and tests can parse.
+        let quic = server.quic_addr()?;
+        let tls = match server.tls_addr()? {
+            Some(a) => a.to_string(),
+            None => "off".to_string(),
+        };
+        // One line on stdout that scripts and tests can parse. `ws` is
+        // `ws://HTTP/ws`; the fingerprint is the SHA-256 of the TLS/QUIC
+        // certificate, for clients that pin it.
         println!(
-            "roomcast listening tcp={tcp} http={http} data_dir={}",
+            "roomcast listening tcp={tcp} quic={quic} tls={tls} http={http} sha256={} data_dir={}",
+            server.tls_fingerprint(),
             data_dir.display()
         );
         let shutdown = CancellationToken::new();

@@ -17,15 +17,20 @@ pub enum Action {
     Join,
     CreateRoom,
     History,
+    Typing,
+    /// Everything else: edits, reactions, reads, lists, administration.
+    Other,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 7] = [
         Action::Connect,
         Action::Send,
         Action::Join,
         Action::CreateRoom,
         Action::History,
+        Action::Typing,
+        Action::Other,
     ];
 
     fn index(self) -> usize {
@@ -47,9 +52,22 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn check(&self, user: &UserId, action: Action) -> Decision;
 }
 
+/// Logs what the wrapped limiter would refuse, and allows it (`--rate-limit-dry-run`).
+pub struct DryRun(pub std::sync::Arc<dyn RateLimiter>);
+
+#[async_trait]
+impl RateLimiter for DryRun {
+    async fn check(&self, user: &UserId, action: Action) -> Decision {
+        if let Decision::Deny { retry_after } = self.0.check(user, action).await {
+            tracing::info!(%user, ?action, retry_ms = retry_after.as_millis() as u64, "rate limit (dry run): would refuse");
+        }
+        Decision::Allow
+    }
+}
+
 /// Per-action limits, `None` meaning unlimited.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Limits([Option<RateSpec>; 5]);
+pub struct Limits([Option<RateSpec>; 7]);
 
 impl Limits {
     pub fn none() -> Self {
@@ -66,6 +84,8 @@ impl Limits {
         l.set(Action::Join, c.limit_join);
         l.set(Action::CreateRoom, c.limit_create_room);
         l.set(Action::History, c.limit_history);
+        l.set(Action::Typing, c.limit_typing);
+        l.set(Action::Other, c.limit_other);
         l
     }
 

@@ -5,18 +5,25 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::presence::{MemoryPresence, Presence};
-use crate::ratelimit::{Limits, MemoryRateLimiter, RateLimiter};
+use crate::presence::{MemoryPresence, Presence, UserPresence};
+use crate::ratelimit::{DryRun, Limits, MemoryRateLimiter, RateLimiter};
+use crate::redis::bus::{Inbound, RedisBus};
+use crate::redis::offline::OfflineNotifier;
+use crate::redis::presence::RedisPresence;
+use crate::redis::ratelimit::RedisRateLimiter;
+use crate::router::cluster::Cluster;
 use crate::router::shard::ShardConfig;
 use crate::router::Router;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::MessageStore;
-use crate::{http, transport};
+use crate::transport::tcp::Layer;
+use crate::{http, tls, transport};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,7 +36,11 @@ pub struct Core {
     pub store: Arc<dyn MessageStore>,
     pub limiter: Arc<dyn RateLimiter>,
     pub presence: Arc<dyn Presence>,
+    /// Multi-node: the Redis bus (presence changes go to other nodes through it).
+    pub bus: Option<Arc<RedisBus>>,
     pub connections: AtomicUsize,
+    /// The connection cap (`max_connections`), shared by every transport.
+    pub permits: Arc<Semaphore>,
     pub shutting_down: AtomicBool,
     sessions: AtomicU64,
 }
@@ -49,8 +60,14 @@ impl Core {
 pub struct Server {
     core: Arc<Core>,
     tcp: TcpListener,
+    /// The TLS-over-TCP listener (`--tls-tcp`), with its acceptor.
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    quic: quinn::Endpoint,
     http: TcpListener,
+    fingerprint: String,
     shards: Vec<JoinHandle<()>>,
+    /// Background tasks (Redis presence upkeep, publishing); cancelled last.
+    background: CancellationToken,
 }
 
 impl Server {
@@ -76,32 +93,161 @@ impl Server {
         let http = TcpListener::bind(config.http)
             .await
             .map_err(|e| anyhow::anyhow!("binding HTTP {}: {e}", config.http))?;
+        // TLS for TCP and QUIC: one certificate, configs built once here.
+        tls::install_default_provider();
+        let identity = tls::load_or_generate(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir,
+        )?;
+        tracing::info!(
+            certificate = %identity.source.display(),
+            generated = identity.generated,
+            sha256 = %identity.fingerprint,
+            "tls certificate (clients may pin this fingerprint)"
+        );
+        let tls = match config.tls_tcp {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding TLS {addr}: {e}"))?;
+                let server_config = tls::server_config(&identity, &[tls::ALPN], false)?;
+                let acceptor = transport::tls::acceptor(Arc::new(server_config));
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
+        let quic_config = transport::quic::server_config(
+            tls::server_config(&identity, &[tls::ALPN], true)?,
+            config.heartbeat(),
+            config.idle_timeout(),
+        )?;
+        let quic = transport::quic::bind(quic_config, config.quic)?;
         let shard_cfg = ShardConfig {
             dedupe_window: config.dedupe_window,
             idle_unload: Duration::from_secs(60),
+            edit_window: Duration::from_secs(config.edit_window_secs),
+            read_on_send: config.read_on_send,
+            read_on_join: config.read_on_join,
+            typing_ttl: Duration::from_millis(config.typing_ttl_ms),
+            presence_list_max: config.presence_list_max,
+            outbox_bytes: config.outbox_bytes,
+            gap_timeout: Duration::from_millis(config.gap_timeout_ms),
         };
-        let (router, shards) = Router::start(config.shard_count(), shard_cfg, store.clone());
+        let background = CancellationToken::new();
+        let limits = Limits::from_config(&config);
+        let (presence, mut limiter, bus, inbound, presence_changes): (
+            Arc<dyn Presence>,
+            Arc<dyn RateLimiter>,
+            _,
+            _,
+            _,
+        ) = match &config.redis {
+            None => (
+                Arc::new(MemoryPresence::new()),
+                Arc::new(MemoryRateLimiter::new(limits)),
+                None,
+                None,
+                None,
+            ),
+            Some(url) => {
+                anyhow::ensure!(
+                    config.unsafe_node_local_store,
+                    "--redis joins this node to a multi-node cluster, whose nodes must share one \
+                         message store (ScyllaDB) for history and resume; the embedded store is \
+                         node-local. Run without --redis for a single node."
+                );
+                tracing::warn!(
+                    "--unsafe-node-local-store: TEST ONLY, history and resume are per node"
+                );
+                let conn = crate::redis::connect(url, None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("connecting to Redis at {url}: {e}"))?;
+                let node: u64 = rand::random();
+                let redis_presence = Arc::new(RedisPresence::new(
+                    conn.clone(),
+                    format!("{node:x}"),
+                    Duration::from_millis(config.presence_ttl_ms),
+                ));
+                let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+                redis_presence
+                    .clone()
+                    .spawn_maintenance(changes_tx, background.clone());
+                let presence: Arc<dyn Presence> = redis_presence;
+                let offline = OfflineNotifier::start(
+                    conn.clone(),
+                    presence.clone(),
+                    config.offline_stream.clone(),
+                    config.offline_stream_maxlen,
+                );
+                let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+                let bus = RedisBus::start(url, node, Some(offline), in_tx, background.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("Redis pub/sub at {url}: {e}"))?;
+                let limiter: Arc<dyn RateLimiter> =
+                    Arc::new(RedisRateLimiter::new(conn, limits, config.redis_failure));
+                (presence, limiter, Some(bus), Some(in_rx), Some(changes_rx))
+            }
+        };
+        if config.rate_limit_dry_run {
+            limiter = Arc::new(DryRun(limiter));
+        }
+        let cluster: Option<Arc<dyn Cluster>> = bus.clone().map(|b| b as Arc<dyn Cluster>);
+        let (router, shards) = Router::start(
+            config.shard_count(),
+            shard_cfg,
+            store.clone(),
+            presence.clone(),
+            cluster,
+        );
         let core = Arc::new(Core {
             auth,
             router,
             store,
-            limiter: Arc::new(MemoryRateLimiter::new(Limits::from_config(&config))),
-            presence: Arc::new(MemoryPresence::new()),
+            limiter,
+            bus,
+            presence,
             connections: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(config.max_connections)),
             shutting_down: AtomicBool::new(false),
             sessions: AtomicU64::new(0),
             config,
         });
+        if let Some(rx) = inbound {
+            tokio::spawn(pump_inbound(core.clone(), rx));
+        }
+        if let Some(rx) = presence_changes {
+            tokio::spawn(pump_presence(core.clone(), rx));
+        }
         Ok(Server {
+            background,
             core,
             tcp,
+            tls,
+            quic,
             http,
+            fingerprint: identity.fingerprint,
             shards,
         })
     }
 
     pub fn tcp_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
+    }
+
+    /// The TLS-over-TCP address, if `--tls-tcp` is set.
+    pub fn tls_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.tls.as_ref().map(|(l, _)| l.local_addr()).transpose()
+    }
+
+    /// The QUIC (UDP) address.
+    pub fn quic_addr(&self) -> std::io::Result<SocketAddr> {
+        self.quic.local_addr()
+    }
+
+    /// SHA-256 of the TLS/QUIC certificate, lowercase hex: what clients pin.
+    pub fn tls_fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
@@ -118,23 +264,50 @@ impl Server {
         let Server {
             core,
             tcp,
+            tls,
+            quic,
             http,
             shards,
+            background,
+            ..
         } = self;
         let tracker = TaskTracker::new();
         let conns = shutdown.child_token();
-        let tcp_task = tokio::spawn(transport::tcp::accept_loop(
+        let mut accept_tasks = vec![tokio::spawn(transport::tcp::accept_loop(
             core.clone(),
             tcp,
+            Layer::Plain,
             tracker.clone(),
             conns.clone(),
-        ));
-        let http_task = tokio::spawn(http::serve(core.clone(), http, shutdown.clone()));
+        ))];
+        if let Some((listener, acceptor)) = tls {
+            accept_tasks.push(tokio::spawn(transport::tcp::accept_loop(
+                core.clone(),
+                listener,
+                Layer::Tls(acceptor),
+                tracker.clone(),
+                conns.clone(),
+            )));
+        }
+        accept_tasks.push(tokio::spawn(transport::quic::accept_loop(
+            core.clone(),
+            quic.clone(),
+            tracker.clone(),
+            conns.clone(),
+        )));
+        let bridge = transport::ws::Bridge {
+            core: core.clone(),
+            tracker: tracker.clone(),
+            shutdown: conns.clone(),
+        };
+        let http_task = tokio::spawn(http::serve(core.clone(), http, bridge, shutdown.clone()));
 
         shutdown.cancelled().await;
         tracing::info!("shutting down: no new connections, asking clients to reconnect");
         core.shutting_down.store(true, Ordering::SeqCst);
-        let _ = tcp_task.await;
+        for t in accept_tasks {
+            let _ = t.await;
+        }
         tracker.close();
         let deadline = core.config.shutdown_timeout();
         if tokio::time::timeout(deadline, tracker.wait())
@@ -156,11 +329,46 @@ impl Server {
         for s in shards {
             s.abort();
         }
+        // Connections have sent their last frames and closed; tell any QUIC
+        // peer still there, and let the endpoint deliver the closes.
+        quic.close(
+            transport::quic::CLOSE_SHUTDOWN.into(),
+            b"server is shutting down",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), quic.wait_idle()).await;
         if let Err(e) = core.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
         let _ = http_task.await;
+        background.cancel();
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Traffic from other nodes: room events to the owning shard, presence changes
+/// to this node's rooms.
+async fn pump_inbound(core: Arc<Core>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Inbound>) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Inbound::Room {
+                room,
+                ephemeral,
+                payload,
+            } => core.router.remote(room, ephemeral, payload).await,
+            Inbound::Presence(change) => {
+                crate::conn::dispatch::broadcast_presence(&core, change, false).await
+            }
+        }
+    }
+}
+
+/// Presence changes found by this node's sweeper (sessions of dead nodes lapsing).
+async fn pump_presence(
+    core: Arc<Core>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<UserPresence>,
+) {
+    while let Some(change) = rx.recv().await {
+        crate::conn::dispatch::broadcast_presence(&core, change, true).await;
     }
 }

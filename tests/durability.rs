@@ -23,6 +23,8 @@ fn spawn(data_dir: &Path, fsync: &str) -> ChildServer {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
             "--fsync",
             fsync,
             "--no-rate-limits",

@@ -1,19 +1,29 @@
-//! The user-visible flow over real TCP: rooms, joins, ordered delivery,
-//! history paging, idempotent sends, sessions, private rooms.
+//! The user-visible flow over real sockets, on every transport (TCP, TLS,
+//! QUIC, WebSocket): rooms, joins, ordered delivery, history paging,
+//! idempotent sends, sessions, private rooms.
 
 mod common;
 
 use common::*;
+
+each_transport!(
+    two_users_chat_and_page_history,
+    every_session_of_a_user_gets_pushes_and_leave_stops_them,
+    resending_a_local_id_returns_the_original_ack,
+    idempotency_outlives_the_in_memory_window,
+    concurrent_senders_are_delivered_in_one_gapless_order,
+    private_rooms_refuse_non_members,
+    rooms_survive_a_graceful_restart,
+);
 use roomcast::client::ClientError;
 use roomcast::ids::RoomId;
 use roomcast::proto::ErrorCode;
 use std::collections::HashMap;
 
-#[tokio::test]
-async fn two_users_chat_and_page_history() {
+async fn two_users_chat_and_page_history(t: Transport) {
     let mut server = TestServer::start().await;
-    let mut alice = client(server.tcp, "alice").await;
-    let mut bob = client(server.tcp, "bob").await;
+    let mut alice = client_on(&server, t, "alice").await;
+    let mut bob = client_on(&server, t, "bob").await;
 
     let room = alice.create_room("General", false).await.unwrap();
     assert_eq!(alice.join(&room).await.unwrap().seq, 0);
@@ -63,16 +73,15 @@ async fn two_users_chat_and_page_history() {
     assert_eq!(page.messages[0].body, "hello 1");
 
     // A late joiner learns the latest seq.
-    let carol = client(server.tcp, "carol").await;
+    let carol = client_on(&server, t, "carol").await;
     assert_eq!(carol.join(&room).await.unwrap().seq, 6);
     server.stop().await;
 }
 
-#[tokio::test]
-async fn every_session_of_a_user_gets_pushes_and_leave_stops_them() {
+async fn every_session_of_a_user_gets_pushes_and_leave_stops_them(t: Transport) {
     let mut server = TestServer::start().await;
-    let mut a1 = client(server.tcp, "alice").await;
-    let mut a2 = client(server.tcp, "alice").await;
+    let mut a1 = client_on(&server, t, "alice").await;
+    let mut a2 = client_on(&server, t, "alice").await;
     let room = a1.create_room("r", false).await.unwrap();
     a1.join(&room).await.unwrap();
     a2.join(&room).await.unwrap();
@@ -93,10 +102,9 @@ async fn every_session_of_a_user_gets_pushes_and_leave_stops_them() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn resending_a_local_id_returns_the_original_ack() {
+async fn resending_a_local_id_returns_the_original_ack(t: Transport) {
     let mut server = TestServer::start().await;
-    let alice = client(server.tcp, "alice").await;
+    let alice = client_on(&server, t, "alice").await;
     let room = alice.create_room("r", false).await.unwrap();
     alice.join(&room).await.unwrap();
     let first = alice.send(&room, "once", Some("abc")).await.unwrap();
@@ -114,14 +122,13 @@ async fn resending_a_local_id_returns_the_original_ack() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn idempotency_outlives_the_in_memory_window() {
+async fn idempotency_outlives_the_in_memory_window(t: Transport) {
     let mut server = TestServer::start_with(|c| {
         c.dedupe_window = 4;
         c.no_rate_limits = true;
     })
     .await;
-    let alice = client(server.tcp, "alice").await;
+    let alice = client_on(&server, t, "alice").await;
     let room = alice.create_room("r", false).await.unwrap();
     alice.join(&room).await.unwrap();
     let first = alice.send(&room, "m", Some("old")).await.unwrap();
@@ -148,19 +155,18 @@ async fn idempotency_outlives_the_in_memory_window() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_senders_are_delivered_in_one_gapless_order() {
+async fn concurrent_senders_are_delivered_in_one_gapless_order(t: Transport) {
     let mut server = TestServer::start_with(|c| c.no_rate_limits = true).await;
-    let owner = client(server.tcp, "owner").await;
+    let owner = client_on(&server, t, "owner").await;
     let room = owner.create_room("busy", false).await.unwrap();
-    let mut watcher = client(server.tcp, "watcher").await;
+    let mut watcher = client_on(&server, t, "watcher").await;
     watcher.join(&room).await.unwrap();
 
     const SENDERS: usize = 4;
     const EACH: usize = 150;
     let mut tasks = Vec::new();
     for s in 0..SENDERS {
-        let c = client(server.tcp, &format!("sender{s}")).await;
+        let c = client_on(&server, t, &format!("sender{s}")).await;
         let room = room.clone();
         c.join(&room).await.unwrap();
         tasks.push(tokio::spawn(async move {
@@ -191,11 +197,10 @@ async fn concurrent_senders_are_delivered_in_one_gapless_order() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn private_rooms_refuse_non_members() {
+async fn private_rooms_refuse_non_members(t: Transport) {
     let mut server = TestServer::start().await;
-    let alice = client(server.tcp, "alice").await;
-    let mallory = client(server.tcp, "mallory").await;
+    let alice = client_on(&server, t, "alice").await;
+    let mallory = client_on(&server, t, "mallory").await;
     let room = alice.create_room("secret", true).await.unwrap();
     alice.join(&room).await.unwrap();
     alice.send(&room, "classified", None).await.unwrap();
@@ -238,12 +243,11 @@ async fn private_rooms_refuse_non_members() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn rooms_survive_a_graceful_restart() {
+async fn rooms_survive_a_graceful_restart(t: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let mut server = TestServer::start_with(|c| c.data_dir = path.clone()).await;
-    let alice = client(server.tcp, "alice").await;
+    let alice = client_on(&server, t, "alice").await;
     let room = alice.create_room("persist", true).await.unwrap();
     alice.join(&room).await.unwrap();
     for i in 0..3 {
@@ -252,7 +256,7 @@ async fn rooms_survive_a_graceful_restart() {
     server.stop().await;
 
     let mut server = TestServer::start_with(|c| c.data_dir = path.clone()).await;
-    let alice = client(server.tcp, "alice").await;
+    let alice = client_on(&server, t, "alice").await;
     // Still a member of the private room, and seqs continue.
     assert_eq!(alice.join(&room).await.unwrap().seq, 3);
     assert_eq!(alice.send(&room, "after", None).await.unwrap().seq, 4);

@@ -2,10 +2,15 @@
 //! sans-IO [`Session`](crate::session::Session), the dispatch of its requests
 //! to limits and routers, the writer that drains its outbox, and cleanup.
 //!
-//! Transports (TCP, TLS, QUIC streams) hand over any `AsyncRead` +
-//! `AsyncWrite` pair to [`serve`]; nothing below knows which one it is.
+//! The seam is [`serve_frames`]: any stream of frame payloads in, any writer
+//! task draining an [`OutboxReceiver`] out. Byte-stream transports (TCP, TLS,
+//! a QUIC stream) use [`serve`], which frames the bytes with
+//! [`FrameCodec`] and writes with [`writer::run`]; the WebSocket bridge maps
+//! one binary message to one payload and has its own writer. Deadlines,
+//! limits, slow-consumer cut-off, shutdown and cleanup live here and in the
+//! session, so they are the same on every transport.
 
-mod dispatch;
+pub mod dispatch;
 pub mod outbox;
 pub mod writer;
 
@@ -13,8 +18,10 @@ use crate::ids::SessionId;
 use crate::proto::{FrameCodec, FrameError, ServerFrame, WireError};
 use crate::server::Core;
 use crate::session::{Output, Session, SessionLimits};
-use futures_util::StreamExt;
-use outbox::Outbox;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use outbox::{Outbox, OutboxReceiver};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,29 +31,49 @@ use tokio_util::sync::CancellationToken;
 /// Initial read buffer; it grows to the largest frame seen.
 const READ_BUFFER: usize = 512;
 
-/// Serves one connection until it closes. `shutdown` asks it to leave with
-/// `shutting_down`.
+/// Serves one byte-stream connection (TCP, TLS, a QUIC stream) until it
+/// closes. `shutdown` asks it to leave with `shutting_down`.
 pub async fn serve<R, W>(core: Arc<Core>, reader: R, writer: W, shutdown: CancellationToken)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let frames =
+        FramedRead::with_capacity(reader, FrameCodec::new(core.config.max_frame), READ_BUFFER);
+    serve_frames(core, frames, |rx| writer::run(writer, rx), shutdown).await;
+}
+
+/// Serves one connection given as a stream of frame payloads and a writer
+/// task. The stream ends (or yields an I/O error) when the peer is gone; a
+/// [`FrameError::TooLarge`] is answered with `frame_too_large` and a close.
+/// `write` is started at once with the outbox's drain side and must return
+/// once the outbox is closed (after flushing) or killed.
+pub async fn serve_frames<S, F, Fut>(
+    core: Arc<Core>,
+    frames: S,
+    write: F,
+    shutdown: CancellationToken,
+) where
+    S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
+    F: FnOnce(OutboxReceiver) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let session_id = core.next_session_id();
     let (outbox, out_rx) = Outbox::new(session_id, core.config.outbox_bytes);
-    let reading = read_loop(&core, session_id, reader, &outbox, &shutdown);
-    let writing = writer::run(writer, out_rx);
+    let reading = read_loop(&core, session_id, frames, &outbox, &shutdown);
+    let writing = write(out_rx);
     tokio::join!(reading, writing);
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<S>(
     core: &Arc<Core>,
     session_id: SessionId,
-    reader: R,
+    mut frames: S,
     outbox: &Outbox,
     shutdown: &CancellationToken,
-) {
-    let mut frames =
-        FramedRead::with_capacity(reader, FrameCodec::new(core.config.max_frame), READ_BUFFER);
+) where
+    S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
+{
     let mut session = Session::new(
         session_id,
         SessionLimits::from_config(&core.config),
@@ -85,16 +112,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Output::Reply(frame) => {
                 outbox.send(&frame);
             }
-            Output::Admit { id, user } => match dispatch::admit(core, session_id, &user).await {
-                Ok(()) => {
-                    admitted = true;
-                    outbox.send(&session.welcome(id, user));
+            Output::Admit { id, user, sync } => {
+                match dispatch::admit(core, session_id, &user).await {
+                    Ok(()) => {
+                        admitted = true;
+                        outbox.send(&session.welcome(id, user.clone()));
+                        if sync {
+                            dispatch::sync(core, &user, outbox).await;
+                        }
+                    }
+                    Err(e) => {
+                        outbox.close_with(&ServerFrame::closing(e));
+                        break;
+                    }
                 }
-                Err(e) => {
-                    outbox.close_with(&ServerFrame::closing(e));
-                    break;
-                }
-            },
+            }
             Output::Request(req) => {
                 if let Some(user) = session.user() {
                     dispatch::request(core, session_id, user, outbox, req).await;
@@ -107,21 +139,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
     }
-    for room in session.joined() {
-        let _ = core
-            .router
-            .send(
-                room.clone(),
-                crate::router::Command::Disconnect {
-                    session: session_id,
-                },
-            )
-            .await;
-    }
-    if admitted {
-        if let Some(user) = session.user() {
-            core.presence.disconnected(user, session_id).await;
-        }
-    }
+    let user = session.user().filter(|_| admitted);
+    dispatch::closed(core, session_id, user, session.joined()).await;
     outbox.close();
 }

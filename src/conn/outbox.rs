@@ -86,6 +86,28 @@ impl Outbox {
         inner.tx.send(OutItem::Frames(frames)).is_ok()
     }
 
+    /// Queues ephemeral frames (typing, presence) only while the queue is under half
+    /// its bound; a connection that is behind simply misses them.
+    pub fn push_droppable(&self, frames: Bytes) -> bool {
+        let inner = &*self.inner;
+        if inner.kill.is_cancelled() || inner.queued.load(Ordering::Acquire) > inner.limit / 2 {
+            return false;
+        }
+        inner.queued.fetch_add(frames.len(), Ordering::AcqRel);
+        inner.tx.send(OutItem::Frames(frames)).is_ok()
+    }
+
+    /// Marks the connection slow and kills it (it closes with `slow_consumer`).
+    pub fn kill_slow(&self) {
+        self.inner.slow.store(true, Ordering::Release);
+        self.inner.kill.cancel();
+    }
+
+    /// The queue's byte bound.
+    pub fn limit(&self) -> usize {
+        self.inner.limit
+    }
+
     /// Encodes and queues one frame.
     pub fn send(&self, frame: &ServerFrame) -> bool {
         self.push(proto::encode(frame))

@@ -38,10 +38,15 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server is at its connection cap. Closes; reconnect after `retry_after_ms`.
     ServerBusy,
+    /// A backend (Redis in multi-node deployments) cannot answer; nothing was done.
+    /// Retry after `retry_after_ms`.
+    Unavailable,
+    /// The target already exists (e.g. `create_room` with a room id in use).
+    Conflict,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -56,6 +61,8 @@ impl ErrorCode {
         ErrorCode::IdleTimeout,
         ErrorCode::ShuttingDown,
         ErrorCode::ServerBusy,
+        ErrorCode::Unavailable,
+        ErrorCode::Conflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +81,8 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Conflict => "conflict",
         }
     }
 

@@ -5,6 +5,7 @@ pub mod client;
 pub mod error;
 pub mod frame;
 pub mod server;
+pub mod types;
 pub mod validate;
 
 pub use client::{ClientFrame, DecodeError};

@@ -1,16 +1,25 @@
 //! Sharded room routers. A room id hashes to one shard; that shard's task owns
 //! the room (members, subscribers, seq) and serves every command for it in
-//! order, so the hot path takes no locks. See `shard.rs` for the loop.
+//! order, so the hot path takes no locks. `shard.rs` is the loop; the commands
+//! are grouped by concern in `members.rs`, `messages.rs`, `reads.rs`,
+//! `ephemeral.rs` and `replay.rs`.
 
+pub mod cluster;
 pub mod command;
 mod dedupe;
+mod ephemeral;
+mod members;
+mod messages;
+mod reads;
+mod replay;
 mod room;
 pub mod shard;
 
-pub use command::{Command, ReplyTo};
+pub use command::{AdminOp, Command, NewMessage, ReplyTo};
 use shard::{Shard, ShardConfig, ShardMsg};
 
-use crate::ids::RoomId;
+use crate::ids::{RoomId, UserId};
+use crate::presence::Presence;
 use crate::store::MessageStore;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -35,13 +44,23 @@ impl Router {
         n: usize,
         cfg: ShardConfig,
         store: Arc<dyn MessageStore>,
+        presence: Arc<dyn Presence>,
+        cluster: Option<Arc<dyn cluster::Cluster>>,
     ) -> (Router, Vec<JoinHandle<()>>) {
         let n = n.max(1);
         let mut senders = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = mpsc::channel(SHARD_INBOX);
-            let shard = Shard::new(i, cfg.clone(), store.clone(), rx, tx.downgrade());
+            let shard = Shard::new(
+                i,
+                cfg.clone(),
+                store.clone(),
+                presence.clone(),
+                cluster.clone(),
+                rx,
+                tx.downgrade(),
+            );
             handles.push(tokio::spawn(shard.run()));
             senders.push(tx);
         }
@@ -73,6 +92,18 @@ impl Router {
             .map_err(|_| RouterClosed)
     }
 
+    /// Hands traffic of a room from another node to the room's shard.
+    pub async fn remote(&self, room: RoomId, ephemeral: bool, payload: bytes::Bytes) {
+        let shard = &self.shards[self.shard_of(&room)];
+        let _ = shard
+            .send(ShardMsg::Remote {
+                room,
+                ephemeral,
+                payload,
+            })
+            .await;
+    }
+
     /// Asks every shard to finish its in-flight writes and stop; waits for all.
     pub async fn shutdown(&self) {
         let mut waits = Vec::new();
@@ -86,4 +117,20 @@ impl Router {
             let _ = w.await;
         }
     }
+}
+
+/// The id of the one direct room of two users: the same whoever asks, and not
+/// forgeable from other user ids (a SHA-256 of both ids, length-prefixed).
+pub fn direct_room_id(a: &UserId, b: &UserId) -> RoomId {
+    use sha2::{Digest, Sha256};
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = Sha256::new();
+    for u in [x, y] {
+        h.update((u.as_str().len() as u32).to_be_bytes());
+        h.update(u.as_str().as_bytes());
+    }
+    let digest = h.finalize();
+    // "d" + 40 hex digits (160 bits) is well inside the 64-byte room id limit.
+    let id = format!("d{}", hex::encode(&digest[..20]));
+    RoomId::new(&id).unwrap_or_else(|_| RoomId::random())
 }

@@ -1,14 +1,26 @@
 //! One room's live state, owned by exactly one shard: metadata, members,
-//! subscribed sessions, seq counters and the idempotency window.
+//! bans, invites, subscribed sessions, seq counters, the idempotency window,
+//! recently touched messages, and ephemeral state (typing, pending read pushes).
 
 use super::dedupe::{DedupeWindow, Seen};
 use crate::conn::outbox::Outbox;
 use crate::ids::{SessionId, UserId};
-use crate::store::{LoadedRoom, Role, RoomMeta};
+use crate::proto::types::Role;
+use crate::store::{Invite, LoadedRoom, MemberState, MessageState, RoomMeta};
 use bytes::Bytes;
 use indexmap::IndexMap;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
+
+/// Recently touched message states kept per room (edits and reactions hit them).
+const HOT_MESSAGES: usize = 1024;
+
+pub struct Sub {
+    pub user: UserId,
+    pub outbox: Outbox,
+    /// While a resume replay runs: live chunks held back until the replay is out.
+    pub held: Option<Vec<Bytes>>,
+}
 
 pub struct Room {
     pub meta: RoomMeta,
@@ -16,39 +28,73 @@ pub struct Room {
     pub last_seq: u64,
     /// Next seq to allocate.
     pub next_seq: u64,
-    pub members: HashMap<UserId, Role>,
+    /// Lowest seq still stored (0: none yet); older events were removed by retention.
+    pub first_seq: u64,
+    pub members: HashMap<UserId, MemberState>,
+    pub bans: HashSet<UserId>,
+    pub invites: HashMap<String, Invite>,
     /// Sessions receiving this room's pushes.
-    pub subscribers: IndexMap<SessionId, Outbox>,
+    pub subscribers: IndexMap<SessionId, Sub>,
     pub dedupe: DedupeWindow,
     /// Whether the window holds every local_id of the room (no store lookup needed on a miss).
     pub dedupe_complete: bool,
+    /// Messages ever allocated (the `n` of the newest).
+    pub msg_total: u64,
+    pub last_msg_seq: u64,
+    /// Deleted messages: (seq, sender).
+    pub deletions: Vec<(u64, UserId)>,
+    hot: HashMap<u64, MessageState>,
+    hot_order: VecDeque<u64>,
+    /// Who is typing, until when.
+    pub typing: HashMap<UserId, tokio::time::Instant>,
+    /// Read pointer moves not yet pushed (coalesced per tick).
+    pub pending_reads: HashMap<UserId, u64>,
+    /// Committed events (local or from other nodes) waiting for a lower seq, and since when.
+    pub pending: BTreeMap<u64, Bytes>,
+    pub gap_since: Option<tokio::time::Instant>,
+    /// Whether this node receives the room's traffic from other nodes.
+    pub bus_subscribed: bool,
     /// Store writes for this room not yet completed.
     pub inflight: usize,
+    /// A write failed: reload from the store once nothing is in flight.
+    pub needs_reload: bool,
     pub last_active: Instant,
 }
 
 impl Room {
     pub fn new(meta: RoomMeta, dedupe_window: usize) -> Self {
-        let mut members = HashMap::new();
-        members.insert(meta.created_by.clone(), Role::Owner);
         Self {
             meta,
             last_seq: 0,
             next_seq: 1,
-            members,
+            first_seq: 0,
+            members: HashMap::new(),
+            bans: HashSet::new(),
+            invites: HashMap::new(),
             subscribers: IndexMap::new(),
             dedupe: DedupeWindow::new(dedupe_window),
             dedupe_complete: true,
+            msg_total: 0,
+            last_msg_seq: 0,
+            deletions: Vec::new(),
+            hot: HashMap::new(),
+            hot_order: VecDeque::new(),
+            typing: HashMap::new(),
+            pending_reads: HashMap::new(),
+            pending: BTreeMap::new(),
+            gap_since: None,
+            bus_subscribed: false,
             inflight: 0,
+            needs_reload: false,
             last_active: Instant::now(),
         }
     }
 
     pub fn from_loaded(l: LoadedRoom, dedupe_window: usize) -> Self {
-        let mut dedupe = DedupeWindow::new(dedupe_window);
+        let mut room = Room::new(l.meta, dedupe_window);
         let mut complete = l.recent_is_complete;
         for r in l.recent_local_ids {
-            complete &= dedupe.insert(
+            complete &= room.dedupe.insert(
                 r.from,
                 r.local_id,
                 Seen::Committed {
@@ -57,39 +103,163 @@ impl Room {
                 },
             );
         }
-        Self {
-            meta: l.meta,
-            last_seq: l.last_seq,
-            next_seq: l.last_seq + 1,
-            members: l.members.into_iter().collect(),
-            subscribers: IndexMap::new(),
-            dedupe,
-            dedupe_complete: complete,
-            inflight: 0,
-            last_active: Instant::now(),
-        }
+        room.dedupe_complete = complete;
+        room.last_seq = l.last_seq;
+        room.next_seq = l.last_seq + 1;
+        room.first_seq = l.first_seq;
+        room.members = l.members.into_iter().collect();
+        room.bans = l.bans.into_iter().collect();
+        room.invites = l.invites.into_iter().map(|i| (i.code.clone(), i)).collect();
+        room.msg_total = l.msg_total;
+        room.last_msg_seq = l.last_msg_seq;
+        room.deletions = l.deletions;
+        room
+    }
+
+    /// Replaces the stored part of the state after a reload, keeping live subscribers.
+    pub fn refresh_from(&mut self, fresh: Room) {
+        let subscribers = std::mem::take(&mut self.subscribers);
+        let typing = std::mem::take(&mut self.typing);
+        let bus_subscribed = self.bus_subscribed;
+        *self = fresh;
+        self.subscribers = subscribers;
+        self.typing = typing;
+        self.bus_subscribed = bus_subscribed;
+    }
+
+    pub fn role(&self, user: &UserId) -> Option<Role> {
+        self.members.get(user).map(|m| m.role)
     }
 
     pub fn is_member(&self, user: &UserId) -> bool {
         self.members.contains_key(user)
     }
 
-    /// Whether `user` may read this room (history) — members, or anyone for public rooms.
+    /// Whether `user` may read this room (history, members): members, or anyone
+    /// not banned for public rooms.
     pub fn can_read(&self, user: &UserId) -> bool {
-        !self.meta.private || self.is_member(user)
+        self.is_member(user) || (!self.meta.private && !self.bans.contains(user))
     }
 
-    /// Hands the same bytes to every subscriber; drops those whose outbox refused
-    /// them (slow or closed). Never waits.
-    pub fn fan_out(&mut self, frames: &Bytes) {
-        let mut dead: Vec<SessionId> = Vec::new();
-        for (session, outbox) in &self.subscribers {
-            if !outbox.push(frames.clone()) {
-                dead.push(*session);
+    pub fn hot(&self, seq: u64) -> Option<&MessageState> {
+        self.hot.get(&seq)
+    }
+
+    pub fn put_hot(&mut self, m: MessageState) {
+        if self.hot.insert(m.seq, m.clone()).is_none() {
+            self.hot_order.push_back(m.seq);
+        }
+        // Entries may only leave once nothing is in flight: the cache is the
+        // authority for states not yet committed.
+        while self.inflight == 0 && self.hot_order.len() > HOT_MESSAGES {
+            if let Some(old) = self.hot_order.pop_front() {
+                self.hot.remove(&old);
             }
         }
-        for s in dead {
-            self.subscribers.swap_remove(&s);
+    }
+
+    /// Deleted messages after `seq` that `user` did not send.
+    pub fn deleted_by_others_after(&self, user: &UserId, seq: u64) -> u64 {
+        self.deletions
+            .iter()
+            .filter(|(s, from)| *s > seq && from != user)
+            .count() as u64
+    }
+
+    pub fn unread(&self, user: &UserId) -> u64 {
+        match self.members.get(user) {
+            Some(m) => crate::store::unread(
+                self.msg_total,
+                m,
+                self.deleted_by_others_after(user, m.read_seq),
+            ),
+            None => 0,
         }
+    }
+
+    pub fn user_is_subscribed(&self, user: &UserId) -> bool {
+        self.subscribers.values().any(|s| &s.user == user)
+    }
+
+    /// Hands the same bytes to every subscriber (held back for those replaying);
+    /// drops those whose outbox refused them (slow or closed). Never waits.
+    pub fn fan_out(&mut self, frames: &Bytes, outbox_limit: usize) {
+        self.subscribers.retain(|_, sub| match &mut sub.held {
+            None => sub.outbox.push(frames.clone()),
+            Some(held) => {
+                held.push(frames.clone());
+                let bytes: usize = held.iter().map(Bytes::len).sum();
+                if bytes > outbox_limit {
+                    sub.outbox.kill_slow();
+                    false
+                } else {
+                    true
+                }
+            }
+        });
+    }
+
+    /// Ephemeral pushes (typing, presence): dropped for connections that are behind,
+    /// never a reason to disconnect; not sent to `except`'s own sessions.
+    pub fn fan_out_ephemeral(&self, frames: &Bytes, except: Option<&UserId>) {
+        for sub in self.subscribers.values() {
+            if sub.held.is_none() && except != Some(&sub.user) {
+                sub.outbox.push_droppable(frames.clone());
+            }
+        }
+    }
+
+    /// Takes a committed stream event in seq order: appends it (and any buffered
+    /// successors) to `out` once every lower seq is through; buffers it otherwise.
+    /// Late or duplicate seqs are dropped.
+    pub fn deliver(&mut self, seq: u64, framed: Bytes, out: &mut bytes::BytesMut) {
+        if seq <= self.last_seq {
+            return;
+        }
+        self.next_seq = self.next_seq.max(seq + 1);
+        if seq != self.last_seq + 1 {
+            self.pending.insert(seq, framed);
+            self.gap_since.get_or_insert_with(tokio::time::Instant::now);
+            return;
+        }
+        out.extend_from_slice(&framed);
+        self.advance(seq);
+        self.drain_pending(out);
+    }
+
+    fn advance(&mut self, seq: u64) {
+        self.last_seq = seq;
+        if self.first_seq == 0 {
+            self.first_seq = seq;
+        }
+    }
+
+    fn drain_pending(&mut self, out: &mut bytes::BytesMut) {
+        while let Some(framed) = self.pending.remove(&(self.last_seq + 1)) {
+            out.extend_from_slice(&framed);
+            self.advance(self.last_seq + 1);
+        }
+        if self.pending.is_empty() {
+            self.gap_since = None;
+        } else {
+            self.gap_since = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// A gap has lasted too long (its seq was allocated by a node that died
+    /// before committing it): give up on it and deliver what follows.
+    pub fn skip_gap(&mut self, out: &mut bytes::BytesMut) {
+        if let Some((&first, _)) = self.pending.iter().next() {
+            tracing::warn!(room = %self.meta.id, from = self.last_seq + 1, to = first - 1, "skipping a seq gap that was never filled");
+            self.last_seq = first - 1;
+            self.drain_pending(out);
+        }
+    }
+
+    /// Removes every subscription of `user`; returns how many there were.
+    pub fn drop_user(&mut self, user: &UserId) -> usize {
+        let before = self.subscribers.len();
+        self.subscribers.retain(|_, s| &s.user != user);
+        before - self.subscribers.len()
     }
 }

@@ -1,71 +1,120 @@
 //! Key and value layouts of the embedded store. Keys sort so that one room's
-//! rows are contiguous and messages are in seq order (big-endian seq).
+//! (or one user's) rows are contiguous, and seqs sort numerically (big-endian).
 
 use crate::ids::{RoomId, UserId};
-use crate::proto::server::Message;
-use crate::store::{Role, RoomMeta, StoreError};
+use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
+
+fn len_prefixed(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    out.push(b.len() as u8);
+    out.extend_from_slice(b);
+}
 
 /// `[len u8][room bytes]`: the prefix of every row of a room.
 pub fn room_prefix(room: &RoomId) -> Vec<u8> {
-    let r = room.as_str().as_bytes();
-    let mut k = Vec::with_capacity(1 + r.len() + 8);
-    k.push(r.len() as u8);
-    k.extend_from_slice(r);
+    let mut k = Vec::with_capacity(1 + room.as_str().len() + 8);
+    len_prefixed(&mut k, room.as_str());
     k
 }
 
-pub fn message_key(room: &RoomId, seq: u64) -> Vec<u8> {
+/// `[len u8][user bytes]`: the prefix of every row of a user.
+pub fn user_prefix(user: &UserId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + user.as_str().len() + 32);
+    len_prefixed(&mut k, user.as_str());
+    k
+}
+
+/// Room prefix + big-endian seq (events, messages, deletions).
+pub fn seq_key(room: &RoomId, seq: u64) -> Vec<u8> {
     let mut k = room_prefix(room);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
-pub fn seq_of_message_key(key: &[u8]) -> Result<u64, StoreError> {
-    let tail = key
+pub fn seq_of_key(key: &[u8]) -> Result<u64, StoreError> {
+    let at = key
         .len()
         .checked_sub(8)
-        .map(|at| &key[at..])
-        .ok_or_else(|| StoreError::Corrupt("short message key".into()))?;
+        .ok_or_else(|| StoreError::Corrupt("short seq key".into()))?;
     let mut b = [0u8; 8];
-    b.copy_from_slice(tail);
+    b.copy_from_slice(&key[at..]);
     Ok(u64::from_be_bytes(b))
 }
 
-pub fn member_key(room: &RoomId, user: &UserId) -> Vec<u8> {
+/// Room prefix + user (members, bans).
+pub fn room_user_key(room: &RoomId, user: &UserId) -> Vec<u8> {
     let mut k = room_prefix(room);
     k.extend_from_slice(user.as_str().as_bytes());
     k
 }
 
+/// User prefix + room (a user's room index).
+pub fn user_room_key(user: &UserId, room: &RoomId) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(room.as_str().as_bytes());
+    k
+}
+
+/// The suffix of a key after a prefix, as UTF-8.
+pub fn suffix_str<'a>(key: &'a [u8], prefix: &[u8]) -> Result<&'a str, StoreError> {
+    key.get(prefix.len()..)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| StoreError::Corrupt("key suffix".into()))
+}
+
 pub fn local_id_key(room: &RoomId, user: &UserId, local_id: &str) -> Vec<u8> {
     let mut k = room_prefix(room);
-    let u = user.as_str().as_bytes();
-    k.push(u.len() as u8);
-    k.extend_from_slice(u);
+    len_prefixed(&mut k, user.as_str());
     k.extend_from_slice(local_id.as_bytes());
+    k
+}
+
+/// Room prefix + invite code.
+pub fn invite_key(room: &RoomId, code: &str) -> Vec<u8> {
+    let mut k = room_prefix(room);
+    k.extend_from_slice(code.as_bytes());
+    k
+}
+
+/// Public directory: lowercased name, a 0 byte, the room id.
+pub fn public_key(name: &str, room: &RoomId) -> Vec<u8> {
+    let mut k = name.to_lowercase().into_bytes();
+    k.push(0);
+    k.extend_from_slice(room.as_str().as_bytes());
+    k
+}
+
+/// Favorites: user prefix, `r` + room id or `u` + user id.
+pub fn favorite_key(user: &UserId, room: Option<&RoomId>, peer: Option<&UserId>) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    match (room, peer) {
+        (Some(r), _) => {
+            k.push(b'r');
+            k.extend_from_slice(r.as_str().as_bytes());
+        }
+        (None, Some(u)) => {
+            k.push(b'u');
+            k.extend_from_slice(u.as_str().as_bytes());
+        }
+        (None, None) => {}
+    }
     k
 }
 
 /// Value layouts carry a leading format byte so they can evolve.
 const FORMAT_V1: u8 = 1;
 
-#[derive(Serialize, Deserialize)]
-struct MessageRecord {
-    from: UserId,
-    body: String,
-    ts: u64,
-    local_id: Option<String>,
-}
-
-fn encode_record<T: Serialize>(v: &T) -> Vec<u8> {
+/// Positional (array) MessagePack behind a format byte: compact, and fields
+/// appended later with `#[serde(default)]` still decode old records.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_V1];
-    // Positional (array) encoding: compact, and these types cannot fail to encode.
+    // Writing our own serde types into a Vec cannot fail.
     let _ = rmp_serde::encode::write(&mut out, v);
     out
 }
 
-fn decode_record<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, StoreError> {
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&FORMAT_V1, rest)) => {
             rmp_serde::from_slice(rest).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
@@ -74,72 +123,24 @@ fn decode_record<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<
     }
 }
 
-pub fn encode_message(m: &Message) -> Vec<u8> {
-    encode_record(&(&m.from, &m.body, m.ts, &m.local_id))
-}
-
-pub fn decode_message(room: &RoomId, seq: u64, bytes: &[u8]) -> Result<Message, StoreError> {
-    let r: MessageRecord = decode_record(bytes, "message")?;
-    Ok(Message {
-        room: room.clone(),
-        seq,
-        from: r.from,
-        body: r.body,
-        ts: r.ts,
-        local_id: r.local_id,
-    })
-}
-
-pub fn encode_meta(m: &RoomMeta) -> Vec<u8> {
-    encode_record(m)
-}
-
-pub fn decode_meta(bytes: &[u8]) -> Result<RoomMeta, StoreError> {
-    decode_record(bytes, "room")
-}
-
-pub fn encode_role(r: Role) -> Vec<u8> {
-    encode_record(&r)
-}
-
-pub fn decode_role(bytes: &[u8]) -> Result<Role, StoreError> {
-    decode_record(bytes, "member")
-}
-
-pub fn encode_seq_ts(seq: u64, ts: u64) -> Vec<u8> {
-    encode_record(&(seq, ts))
-}
-
-pub fn decode_seq_ts(bytes: &[u8]) -> Result<(u64, u64), StoreError> {
-    decode_record(bytes, "local_id")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn message_keys_sort_by_room_then_seq() {
+    fn seq_keys_sort_by_room_then_seq() {
         let a = RoomId::new("a").unwrap();
         let b = RoomId::new("ab").unwrap();
-        assert!(message_key(&a, 2) < message_key(&a, 256));
-        // Length prefix keeps "a" and "ab" apart even though one prefixes the other.
-        assert!(!message_key(&b, 1).starts_with(&room_prefix(&a)));
-        assert_eq!(seq_of_message_key(&message_key(&a, 77)).unwrap(), 77);
+        assert!(seq_key(&a, 2) < seq_key(&a, 256));
+        // The length prefix keeps "a" and "ab" apart although one prefixes the other.
+        assert!(!seq_key(&b, 1).starts_with(&room_prefix(&a)));
+        assert_eq!(seq_of_key(&seq_key(&a, 77)).unwrap(), 77);
     }
 
     #[test]
-    fn records_round_trip() {
-        let room = RoomId::new("r").unwrap();
-        let m = Message {
-            room: room.clone(),
-            seq: 5,
-            from: UserId::new("u").unwrap(),
-            body: "hello".into(),
-            ts: 42,
-            local_id: Some("l1".into()),
-        };
-        assert_eq!(decode_message(&room, 5, &encode_message(&m)).unwrap(), m);
-        assert!(decode_message(&room, 5, &[9, 9]).is_err());
+    fn records_round_trip_and_reject_garbage() {
+        let v = (1u64, "x".to_string());
+        assert_eq!(decode::<(u64, String)>(&encode(&v), "t").unwrap(), v);
+        assert!(decode::<(u64, String)>(&[9, 9], "t").is_err());
     }
 }

@@ -5,43 +5,84 @@
 //! [`Mutation`]s that must be applied atomically and durably (per the fsync
 //! policy) before the returned future resolves: only then do routers
 //! acknowledge and fan out.
+//!
+//! A room's data: its metadata; members (role, read pointer, delivery mark);
+//! bans; invites; the **event log** (every stream event by seq, stored as the
+//! encoded push payload so resume replays bytes without re-encoding); the
+//! **message table** (each message's latest state by its seq, for history);
+//! `local_id`s for idempotency; and deletions (for exact unread counts).
 
 pub mod embedded;
 mod keys;
+mod model;
+
+pub use crate::proto::types::{Role, RoomKind};
+pub use model::{
+    unread, Invite, MemberState, MessageState, RoomMeta, RoomOverview, MAX_OWN_UNREAD,
+};
 
 use crate::ids::{RoomId, UserId};
-use crate::proto::server::Message;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-
-/// A member's role in a room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Owner,
-    Admin,
-    Member,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomMeta {
-    pub id: RoomId,
-    pub name: String,
-    pub private: bool,
-    pub created_by: UserId,
-    pub created_at: u64,
-}
+use bytes::Bytes;
 
 /// One write; a batch of them is applied atomically.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mutation {
-    CreateRoom(RoomMeta),
-    SetMember {
+    PutRoom(RoomMeta),
+    /// Directory entry of a public room (key: lowercased name, then the id).
+    PutPublic {
+        name: String,
+        room: RoomId,
+    },
+    DelPublic {
+        name: String,
+        room: RoomId,
+    },
+    /// Upserts a member (and the user's room index).
+    PutMember {
         room: RoomId,
         user: UserId,
-        role: Role,
+        state: MemberState,
     },
-    AppendMessage(Message),
+    DelMember {
+        room: RoomId,
+        user: UserId,
+    },
+    PutBan {
+        room: RoomId,
+        user: UserId,
+    },
+    DelBan {
+        room: RoomId,
+        user: UserId,
+    },
+    /// A stream event: the encoded push payload of `msg`/`edit`/`delete`/`reaction`.
+    AppendEvent {
+        room: RoomId,
+        seq: u64,
+        payload: Bytes,
+    },
+    /// A message's latest state (on creation and after each edit, delete, reaction).
+    PutMessage(Box<MessageState>),
+    PutLocalId {
+        room: RoomId,
+        user: UserId,
+        local_id: String,
+        seq: u64,
+        ts: u64,
+    },
+    PutDeletion {
+        room: RoomId,
+        seq: u64,
+        sender: UserId,
+    },
+    PutInvite(Invite),
+    PutFavorite {
+        user: UserId,
+        room: Option<RoomId>,
+        peer: Option<UserId>,
+        on: bool,
+    },
 }
 
 /// A sent message's idempotency record: `(sender, local_id)` → its seq and ts.
@@ -57,9 +98,18 @@ pub struct LocalIdRecord {
 #[derive(Clone, Debug)]
 pub struct LoadedRoom {
     pub meta: RoomMeta,
-    /// Highest stored seq (0 for an empty room).
+    /// Highest stored event seq (0 for an empty room).
     pub last_seq: u64,
-    pub members: Vec<(UserId, Role)>,
+    /// Lowest stored event seq (0 for an empty room); events below it were removed by retention.
+    pub first_seq: u64,
+    pub members: Vec<(UserId, MemberState)>,
+    pub bans: Vec<UserId>,
+    pub invites: Vec<Invite>,
+    /// Messages ever created in the room (the `n` of the newest message).
+    pub msg_total: u64,
+    pub last_msg_seq: u64,
+    /// Deleted messages: (seq, sender).
+    pub deletions: Vec<(u64, UserId)>,
     /// `local_id` records of the newest messages, oldest first.
     pub recent_local_ids: Vec<LocalIdRecord>,
     /// Whether `recent_local_ids` covers every message of the room.
@@ -84,8 +134,7 @@ pub trait MessageStore: Send + Sync + 'static {
     /// configured policy. Implementations group concurrent calls into one commit.
     async fn apply(&self, batch: Vec<Mutation>) -> StoreResult<()>;
 
-    /// Loads a room's metadata, last seq, members and the `local_id`s of its
-    /// newest `recent` messages; `None` if the room does not exist.
+    /// Loads what a router needs to own a room; `None` if it does not exist (or was deleted).
     async fn load_room(&self, room: &RoomId, recent: usize) -> StoreResult<Option<LoadedRoom>>;
 
     /// Finds the message a user sent with `local_id` in a room: `(seq, ts)`.
@@ -96,14 +145,46 @@ pub trait MessageStore: Send + Sync + 'static {
         local_id: &str,
     ) -> StoreResult<Option<(u64, u64)>>;
 
-    /// Up to `limit` messages with `seq < before` (all if `None`), oldest first,
-    /// and whether older ones exist.
+    /// One message's latest state.
+    async fn message(&self, room: &RoomId, seq: u64) -> StoreResult<Option<MessageState>>;
+
+    /// Messages created at or before `seq` (the `n` of the newest such message).
+    async fn msg_count_at(&self, room: &RoomId, seq: u64) -> StoreResult<u64>;
+
+    /// Up to `limit` messages with `seq < before` (all if `None`), oldest first, in their
+    /// latest state, and whether older ones exist.
     async fn history(
         &self,
         room: &RoomId,
         before: Option<u64>,
         limit: usize,
-    ) -> StoreResult<(Vec<Message>, bool)>;
+    ) -> StoreResult<(Vec<MessageState>, bool)>;
+
+    /// Encoded stream events with `after < seq <= upto`, ascending, at most `limit`.
+    async fn events(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, Bytes)>>;
+
+    /// Everything `rooms {}` shows for a user, one entry per room they are a member of.
+    async fn user_rooms(&self, user: &UserId) -> StoreResult<Vec<RoomOverview>>;
+
+    /// The ids of the rooms a user is a member of (cheap: keys only).
+    async fn member_rooms(&self, user: &UserId) -> StoreResult<Vec<RoomId>>;
+
+    /// Public rooms whose lowercased name starts with `prefix`, after the cursor.
+    async fn public_rooms(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<(Vec<RoomMeta>, Option<String>)>;
+
+    /// A user's favorite rooms and people.
+    async fn favorites(&self, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)>;
 
     /// Makes everything applied so far durable (fsync), for shutdown.
     async fn flush(&self) -> StoreResult<()>;

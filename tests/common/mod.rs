@@ -1,9 +1,14 @@
-//! Shared helpers: the real server in-process on port 0, tokens, raw sockets.
-#![allow(dead_code)]
+//! Shared helpers: the real server in-process on port 0, tokens, raw sockets,
+//! and [`Transport`] with [`each_transport!`] to run a test over TCP, TLS,
+//! QUIC and WebSocket.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod redis;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use roomcast::auth::Authenticator;
+use roomcast::client::{Client, Endpoint, Trust};
 use roomcast::config::Config;
 use roomcast::proto::{FrameCodec, ServerFrame};
 use roomcast::server::Server;
@@ -19,9 +24,53 @@ use tokio_util::sync::CancellationToken;
 pub const SECRET: &str = "test-secret-test-secret-test-secret";
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The transports a test can run over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Quic,
+    Ws,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Quic,
+        Transport::Ws,
+    ];
+}
+
+/// Instantiates each named `async fn NAME(t: Transport)` as four tests,
+/// `tcp::NAME`, `tls::NAME`, `quic::NAME` and `ws::NAME`.
+macro_rules! each_transport {
+    ($($name:ident),* $(,)?) => {
+        each_transport!(@mod tcp, Tcp, $($name),*);
+        each_transport!(@mod tls, Tls, $($name),*);
+        each_transport!(@mod quic, Quic, $($name),*);
+        each_transport!(@mod ws, Ws, $($name),*);
+    };
+    (@mod $m:ident, $t:ident, $($name:ident),*) => {
+        mod $m {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::common::Transport::$t).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use each_transport;
+
 pub struct TestServer {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    pub tls: SocketAddr,
+    pub quic: SocketAddr,
+    /// SHA-256 of the server's (generated) certificate, for pinning.
+    pub fingerprint: String,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<anyhow::Result<()>>>,
     pub dir: tempfile::TempDir,
@@ -39,11 +88,17 @@ impl TestServer {
         let server = Server::bind(config).await.expect("bind");
         let tcp = server.tcp_addr().expect("tcp addr");
         let http = server.http_addr().expect("http addr");
+        let tls = server.tls_addr().expect("tls addr").expect("tls enabled");
+        let quic = server.quic_addr().expect("quic addr");
+        let fingerprint = server.tls_fingerprint().to_string();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
             tcp,
             http,
+            tls,
+            quic,
+            fingerprint,
             shutdown,
             task: Some(task),
             dir,
@@ -58,6 +113,89 @@ impl TestServer {
                 .expect("server stops within 30 s")
                 .expect("server task")
                 .expect("server run");
+        }
+    }
+}
+
+impl TestServer {
+    /// How a client reaches this server over `t` (TLS and QUIC pin the certificate).
+    pub fn endpoint(&self, t: Transport) -> Endpoint {
+        let pin = || Trust::Pin(roomcast::tls::parse_pin(&self.fingerprint).expect("pin"));
+        match t {
+            Transport::Tcp => Endpoint::Tcp(self.tcp),
+            Transport::Tls => Endpoint::Tls {
+                addr: self.tls,
+                server_name: "localhost".into(),
+                trust: pin(),
+            },
+            Transport::Quic => Endpoint::Quic {
+                addr: self.quic,
+                server_name: "localhost".into(),
+                trust: pin(),
+            },
+            Transport::Ws => Endpoint::Ws(format!("ws://{}/ws", self.http)),
+        }
+    }
+}
+
+/// A connected, authenticated client over `t`.
+pub async fn client_on(server: &TestServer, t: Transport, user: &str) -> Client {
+    let (c, _) = Client::connect_to_with_token(&server.endpoint(t), &token(user))
+        .await
+        .unwrap_or_else(|e| panic!("connect and hello over {t:?}: {e}"));
+    c
+}
+
+/// A frame-level raw connection over any transport, for malformed input:
+/// payloads in (each framed as the transport does it), frames out.
+pub struct Peer {
+    pub client: Client,
+}
+
+impl Peer {
+    pub async fn connect(server: &TestServer, t: Transport) -> Peer {
+        let client = Client::connect_to(&server.endpoint(t))
+            .await
+            .unwrap_or_else(|e| panic!("connect over {t:?}: {e}"));
+        Peer { client }
+    }
+
+    /// Raw bytes. On WebSocket they must be whole length-prefixed frames.
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.client
+            .send_raw(Bytes::copy_from_slice(bytes))
+            .expect("write");
+    }
+
+    pub async fn send_map(&mut self, v: serde_json::Value) {
+        let payload = rmp_serde::to_vec_named(&v).expect("encode");
+        let mut b = (payload.len() as u32).to_be_bytes().to_vec();
+        b.extend(payload);
+        self.write(&b).await;
+    }
+
+    /// Next frame, or None once the connection closed; panics after WAIT.
+    pub async fn next(&mut self) -> Option<ServerFrame> {
+        tokio::time::timeout(WAIT, self.client.next_event())
+            .await
+            .expect("frame within WAIT")
+    }
+
+    /// Reads until the connection closes, returning every frame.
+    pub async fn drain_to_eof(&mut self) -> Vec<ServerFrame> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next().await {
+            out.push(f);
+        }
+        out
+    }
+
+    pub async fn hello(&mut self, user: &str) {
+        self.send_map(serde_json::json!({"t": "hello", "v": 1, "token": token(user), "id": 0}))
+            .await;
+        match self.next().await {
+            Some(ServerFrame::Welcome(_)) => {}
+            other => panic!("expected welcome, got {other:?}"),
         }
     }
 }
@@ -154,11 +292,23 @@ pub fn assert_error(
 
 /// Waits for the next `msg` push on a client, skipping nothing else silently.
 pub async fn next_msg(c: &mut roomcast::client::Client) -> roomcast::proto::server::Message {
-    match tokio::time::timeout(WAIT, c.next_event())
-        .await
-        .expect("push within WAIT")
-    {
-        Some(ServerFrame::Msg(m)) => m,
+    match next_stream_event(c).await {
+        ServerFrame::Msg(m) => m,
         other => panic!("expected msg, got {other:?}"),
+    }
+}
+
+/// Waits for the next stream event push (`msg`, `edit`, `delete`, `reaction`),
+/// skipping ephemeral and membership pushes (read pointers, typing, presence,
+/// member changes), which clients may interleave freely.
+pub async fn next_stream_event(c: &mut roomcast::client::Client) -> ServerFrame {
+    loop {
+        let f = tokio::time::timeout(WAIT, c.next_event())
+            .await
+            .expect("push within WAIT")
+            .expect("connection open");
+        if f.stream_seq().is_some() || matches!(f, ServerFrame::Error(_)) {
+            return f;
+        }
     }
 }

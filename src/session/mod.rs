@@ -8,20 +8,22 @@
 
 use crate::auth::Authenticator;
 use crate::ids::{RoomId, SessionId, UserId};
-use crate::proto::client::{self, ClientFrame};
+use crate::proto::client::ClientFrame;
 use crate::proto::server::{Pong, Welcome};
 use crate::proto::{ErrorCode, ServerFrame, WireError, PROTOCOL_VERSION};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-/// Longest room name, in characters.
-pub const MAX_ROOM_NAME_CHARS: usize = 100;
-/// Longest `local_id`, in bytes.
-pub const MAX_LOCAL_ID_LEN: usize = 64;
+mod rules;
+
+pub use rules::*;
+
 /// Largest history page.
 pub const MAX_HISTORY_LIMIT: u32 = 200;
 /// History page size when `limit` is absent.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Largest public room directory page.
+pub const MAX_DIRECTORY_LIMIT: u32 = 100;
 
 #[derive(Clone, Debug)]
 pub struct SessionLimits {
@@ -30,6 +32,7 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
     pub max_frame: usize,
     pub max_body_chars: usize,
+    pub max_attachment_bytes: u64,
 }
 
 impl SessionLimits {
@@ -40,38 +43,9 @@ impl SessionLimits {
             idle_timeout: c.idle_timeout(),
             max_frame: c.max_frame,
             max_body_chars: c.max_body_chars,
+            max_attachment_bytes: c.max_attachment_bytes,
         }
     }
-}
-
-/// A validated request from an authenticated session.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Request {
-    CreateRoom {
-        id: u64,
-        name: String,
-        private: bool,
-    },
-    Join {
-        id: u64,
-        room: RoomId,
-    },
-    Leave {
-        id: u64,
-        room: RoomId,
-    },
-    Send {
-        id: u64,
-        room: RoomId,
-        body: String,
-        local_id: Option<String>,
-    },
-    History {
-        id: u64,
-        room: RoomId,
-        before: Option<u64>,
-        limit: u32,
-    },
 }
 
 #[derive(Debug, PartialEq)]
@@ -82,9 +56,13 @@ pub enum Output {
     Reply(ServerFrame),
     /// `hello` verified: admit `user` (connect rate limit, presence), then send
     /// [`Session::welcome`]. The session is already active.
-    Admit { id: Option<u64>, user: UserId },
-    /// Dispatch this request (rate limits, routers).
-    Request(Request),
+    Admit {
+        id: Option<u64>,
+        user: UserId,
+        sync: bool,
+    },
+    /// Dispatch this validated request (rate limits, routers).
+    Request(ClientFrame),
     /// Send this error with `close: true`, then close.
     Close(WireError),
 }
@@ -241,87 +219,138 @@ impl Session {
         match auth.verify(&hello.token) {
             Ok(user) => {
                 self.state = State::Active { user: user.clone() };
-                Output::Admit { id: hello.id, user }
+                Output::Admit {
+                    id: hello.id,
+                    user,
+                    sync: hello.sync,
+                }
             }
             Err(e) => self.close(WireError::new(ErrorCode::Unauthorized, e.to_string())),
         }
     }
 
-    fn on_request(&mut self, frame: ClientFrame) -> Result<Output, (Option<u64>, WireError)> {
+    fn on_request(&mut self, mut frame: ClientFrame) -> Result<Output, (Option<u64>, WireError)> {
         let id = frame.id();
         let bad = |m: String| (id, WireError::bad_request(m));
-        let req = match frame {
+        let max_body = self.limits.max_body_chars;
+        match &mut frame {
             ClientFrame::Hello(_) => return Err(bad("already authenticated".into())),
             ClientFrame::Ping(p) => return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id }))),
-            ClientFrame::CreateRoom(client::CreateRoom { id, name, private }) => {
-                let name = name.trim().to_string();
-                let chars = name.chars().count();
-                if chars == 0 || chars > MAX_ROOM_NAME_CHARS {
-                    return Err(bad(format!(
-                        "name: must be 1 to {MAX_ROOM_NAME_CHARS} characters"
-                    )));
+            ClientFrame::CreateRoom(c) => {
+                c.name = room_name(&c.name).map_err(bad)?;
+                if let Some(d) = &c.description {
+                    description(d).map_err(bad)?;
                 }
-                if name.chars().any(char::is_control) {
-                    return Err(bad("name: must not contain control characters".into()));
-                }
-                Request::CreateRoom { id, name, private }
             }
             ClientFrame::Join(j) => {
-                self.joined.insert(j.room.clone());
-                Request::Join {
-                    id: j.id,
-                    room: j.room,
+                if j.invite
+                    .as_ref()
+                    .is_some_and(|c| c.is_empty() || c.len() > MAX_INVITE_LEN)
+                {
+                    return Err(bad(format!("invite: must be 1 to {MAX_INVITE_LEN} bytes")));
                 }
+                self.joined.insert(j.room.clone());
             }
             ClientFrame::Leave(l) => {
                 self.joined.remove(&l.room);
-                Request::Leave {
-                    id: l.id,
-                    room: l.room,
-                }
+            }
+            ClientFrame::LeaveRoom(l) | ClientFrame::DeleteRoom(l) => {
+                self.joined.remove(&l.room);
             }
             ClientFrame::Send(s) => {
-                if s.body.is_empty() {
-                    return Err(bad("body: must not be empty".into()));
-                }
-                let chars = s.body.chars().count();
-                if chars > self.limits.max_body_chars {
-                    return Err(bad(format!(
-                        "body: {chars} characters, the limit is {}",
-                        self.limits.max_body_chars
-                    )));
-                }
+                let caption_only = !s.kind.is_text();
+                body("body", &s.body, max_body, caption_only).map_err(bad)?;
                 if let Some(l) = &s.local_id {
-                    if l.is_empty() || l.len() > MAX_LOCAL_ID_LEN {
-                        return Err(bad(format!(
-                            "local_id: must be 1 to {MAX_LOCAL_ID_LEN} bytes"
-                        )));
-                    }
+                    local_id(l).map_err(bad)?;
                 }
-                Request::Send {
-                    id: s.id,
-                    room: s.room,
-                    body: s.body,
-                    local_id: s.local_id,
+                attachments(s.kind, &s.attachments, self.limits.max_attachment_bytes)
+                    .map_err(bad)?;
+                if s.reply_to == Some(0) {
+                    return Err(bad("reply_to: must be at least 1".into()));
                 }
             }
+            ClientFrame::Edit(e) => body("body", &e.body, max_body, false).map_err(bad)?,
+            ClientFrame::React(r) => emoji(&r.emoji).map_err(bad)?,
             ClientFrame::History(h) => {
                 let limit = h.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
                 if limit == 0 || limit > MAX_HISTORY_LIMIT {
                     return Err(bad(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
                 }
+                h.limit = Some(limit);
                 if h.before == Some(0) {
                     return Err(bad("before: must be at least 1".into()));
                 }
-                Request::History {
-                    id: h.id,
-                    room: h.room,
-                    before: h.before,
-                    limit,
+            }
+            ClientFrame::PublicRooms(p) => {
+                let limit = p.limit.unwrap_or(50);
+                if limit == 0 || limit > MAX_DIRECTORY_LIMIT {
+                    return Err(bad(format!("limit: must be 1 to {MAX_DIRECTORY_LIMIT}")));
+                }
+                p.limit = Some(limit);
+                if p.after
+                    .as_ref()
+                    .is_some_and(|a| a.len() > 512 || hex::decode(a).is_err())
+                {
+                    return Err(bad("after: not a cursor from a previous page".into()));
                 }
             }
-        };
-        Ok(Output::Request(req))
+            ClientFrame::UpdateRoom(u) => {
+                if let Some(n) = &u.name {
+                    u.name = Some(room_name(n).map_err(bad)?);
+                }
+                if let Some(d) = &u.description {
+                    description(d).map_err(bad)?;
+                }
+                if u.name.is_none() && u.description.is_none() && u.private.is_none() {
+                    return Err(bad(
+                        "nothing to change: give name, description or private".into()
+                    ));
+                }
+            }
+            ClientFrame::Presence(p) => {
+                if p.status == Some(crate::proto::types::Status::Offline) {
+                    return Err(bad(
+                        "status: set online or away (disconnect to go offline)".into()
+                    ));
+                }
+                if p.users.len() > 1000 {
+                    return Err(bad("users: at most 1000 per query".into()));
+                }
+                if p.status.is_none() && p.users.is_empty() {
+                    return Err(bad("give status to set, or users to query".into()));
+                }
+            }
+            ClientFrame::StartDirect(d) => {
+                if Some(&d.user) == self.user() {
+                    return Err(bad("user: a direct room needs another user".into()));
+                }
+            }
+            ClientFrame::Favorite(f) => {
+                if f.room.is_some() == f.user.is_some() {
+                    return Err(bad("give exactly one of room or user".into()));
+                }
+            }
+            ClientFrame::CreateInvite(c) => {
+                if c.max_uses == Some(0) || c.expires_in_s == Some(0) {
+                    return Err(bad("max_uses and expires_in_s must be positive".into()));
+                }
+            }
+            ClientFrame::Delete(_)
+            | ClientFrame::Read(_)
+            | ClientFrame::Receipts(_)
+            | ClientFrame::Typing(_)
+            | ClientFrame::Rooms(_)
+            | ClientFrame::Members(_)
+            | ClientFrame::Kick(_)
+            | ClientFrame::Ban(_)
+            | ClientFrame::Unban(_)
+            | ClientFrame::SetRole(_)
+            | ClientFrame::Transfer(_)
+            | ClientFrame::Invites(_)
+            | ClientFrame::RevokeInvite(_)
+            | ClientFrame::Favorites(_) => {}
+        }
+        Ok(Output::Request(frame))
     }
 }
 
@@ -337,6 +366,7 @@ mod tests {
             idle_timeout: Duration::from_secs(30),
             max_frame: 1024,
             max_body_chars: 10,
+            max_attachment_bytes: 1000,
         }
     }
 
@@ -357,7 +387,17 @@ mod tests {
             now,
             &a,
         );
-        assert!(matches!(out, Output::Admit { id: Some(1), .. }), "{out:?}");
+        assert!(
+            matches!(
+                out,
+                Output::Admit {
+                    id: Some(1),
+                    sync: false,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
         s
     }
 
@@ -462,7 +502,7 @@ mod tests {
             t0,
             &a,
         );
-        assert!(matches!(out, Output::Request(Request::Send { id: 6, .. })));
+        assert!(matches!(out, Output::Request(ClientFrame::Send(ref f)) if f.id == 6));
         let out = s.handle_frame(
             &p(json!({"t": "history", "id": 7, "room": "r", "limit": 500})),
             t0,

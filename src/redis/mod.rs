@@ -1,0 +1,87 @@
+//! Redis: presence, rate limits and cross-node fan-out for multi-node
+//! deployments (`serve --redis URL`). Every call has a deadline, so a slow or
+//! unreachable Redis never hangs a connection or a shard; what happens then
+//! is configured per use (rate limits: fail open or closed; seq allocation:
+//! `unavailable`, nothing acknowledged; publishing: retried in order).
+//!
+//! Scripts live in `lua/` with a KEYS/ARGV header; they run with EVALSHA and
+//! fall back to EVAL after a Redis restart (`redis::Script`).
+
+pub mod bus;
+pub mod offline;
+pub mod presence;
+pub mod ratelimit;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::PushInfo;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Deadline of one Redis call made on a request path.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis url: {0}")]
+    Url(String),
+}
+
+/// Runs one Redis future with [`CALL_TIMEOUT`].
+pub async fn timed<T>(
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(RedisError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
+/// Opens an auto-reconnecting, multiplexed RESP3 connection. `pushes`, if given,
+/// receives pub/sub messages and disconnection notices.
+pub async fn connect(
+    url: &str,
+    pushes: Option<mpsc::UnboundedSender<PushInfo>>,
+) -> Result<ConnectionManager, RedisError> {
+    let url = if url.contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    };
+    let client = redis::Client::open(url.as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
+    let mut config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    if let Some(tx) = pushes {
+        config = config.set_push_sender(tx).set_automatic_resubscription();
+    }
+    // The first connection is made at startup: a wrong URL fails fast and clearly.
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(RedisError::Timeout(Duration::from_secs(5))),
+    }
+}
+
+/// What rate limiting does when Redis cannot answer.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// Allow the request (and log): availability over strictness.
+    Open,
+    /// Refuse with `rate_limited` and a short retry hint.
+    Closed,
+}

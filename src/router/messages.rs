@@ -1,0 +1,423 @@
+//! The message stream: send, edit, delete, react (each takes a seq and is
+//! pushed live and replayed by resume), and history in latest state.
+
+use super::cluster::Notice;
+use super::command::{NewMessage, ReplyTo};
+use super::dedupe::Seen;
+use super::shard::{forbidden, not_found, sent, Ack, Done, Shard};
+use crate::ids::{now_ms, RoomId, UserId};
+use crate::proto::server::{DeleteEvent, EditEvent, HistoryPage, ReactionEvent};
+use crate::proto::types::Role;
+use crate::proto::{self, ErrorCode, ServerFrame, WireError};
+use crate::store::{MessageState, Mutation, MAX_OWN_UNREAD};
+use std::collections::BTreeMap;
+
+/// Distinct emoji allowed on one message.
+pub const MAX_EMOJI_PER_MESSAGE: usize = 32;
+
+fn internal(e: impl std::fmt::Display) -> WireError {
+    tracing::error!(error = %e, "store read failed");
+    WireError::new(ErrorCode::Internal, "store read failed; retry")
+}
+
+impl Shard {
+    /// A message's current state: the room's hot cache first (authoritative for
+    /// changes not yet committed), then the store.
+    async fn message_state(
+        &mut self,
+        room_id: &RoomId,
+        seq: u64,
+    ) -> Result<Option<MessageState>, WireError> {
+        if let Some(m) = self.active(room_id).and_then(|r| r.hot(seq)) {
+            return Ok(Some(m.clone()));
+        }
+        self.store.message(room_id, seq).await.map_err(internal)
+    }
+
+    /// Allocates the next seq for a stream event and queues its write and push.
+    fn append_event(
+        &mut self,
+        room_id: &RoomId,
+        seq: u64,
+        push: ServerFrame,
+        state: MessageState,
+        mut extra: Vec<Mutation>,
+        ack: Ack,
+    ) {
+        // Offline notices are only for new messages (not edits, deletes, reactions).
+        let notice = match &push {
+            ServerFrame::Msg(m) if self.cluster.is_some() => Some(Notice {
+                seq,
+                from: m.from.clone(),
+                ts: m.ts,
+                preview: m.body.chars().take(200).collect(),
+                kind: m.kind,
+            }),
+            _ => None,
+        };
+        let framed = proto::encode(&push);
+        let payload = framed.slice(proto::HEADER_LEN..);
+        extra.push(Mutation::AppendEvent {
+            room: room_id.clone(),
+            seq,
+            payload,
+        });
+        extra.push(Mutation::PutMessage(Box::new(state.clone())));
+        if let Some(room) = self.active(room_id) {
+            room.put_hot(state);
+        }
+        self.write(
+            room_id,
+            extra,
+            Some(Done::Event {
+                room: room_id.clone(),
+                seq,
+                framed,
+                ack,
+                notice,
+            }),
+        );
+    }
+
+    pub(super) async fn send(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        msg: NewMessage,
+        reply: ReplyTo,
+    ) {
+        let Some(room) = self.active(room_id) else {
+            return reply.error(not_found(room_id));
+        };
+        if !room.is_member(&user) {
+            let why = if room.meta.private {
+                "is private"
+            } else {
+                "must be joined before sending"
+            };
+            return reply.error(forbidden(format!("{room_id} {why}")));
+        }
+        if let Some(lid) = &msg.local_id {
+            match room.dedupe.get_mut(&user, lid) {
+                Some(Seen::Committed { seq, ts }) => {
+                    return reply.send(&sent(reply.id, room_id, *seq, *ts, msg.local_id.clone()))
+                }
+                Some(Seen::Pending { waiters, .. }) => return waiters.push(reply),
+                None if !room.dedupe_complete => {
+                    // Older than the window: ask the store. Rare (a retry after thousands of
+                    // newer messages), so awaiting inline is fine.
+                    match self.store.find_local_id(room_id, &user, lid).await {
+                        Ok(Some((seq, ts))) => {
+                            return reply.send(&sent(
+                                reply.id,
+                                room_id,
+                                seq,
+                                ts,
+                                msg.local_id.clone(),
+                            ))
+                        }
+                        Ok(None) => {}
+                        Err(e) => return reply.error(internal(e)),
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some(target) = msg.reply_to {
+            match self.message_state(room_id, target).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return reply.error(WireError::bad_request(format!(
+                        "reply_to: no message with seq {target} in this room"
+                    )))
+                }
+                Err(e) => return reply.error(e),
+            }
+        }
+        let read_on_send = self.cfg.read_on_send;
+        let seq = match self.alloc_seq(room_id).await {
+            Ok(seq) => seq,
+            Err(e) => return reply.error(e),
+        };
+        let Some(room) = self.active(room_id) else {
+            return reply.error(not_found(room_id));
+        };
+        room.msg_total += 1;
+        room.last_msg_seq = seq;
+        let n = room.msg_total;
+        let ts = now_ms();
+        if let Some(lid) = &msg.local_id {
+            let complete = room.dedupe.insert(
+                user.clone(),
+                lid.clone(),
+                Seen::Pending {
+                    seq,
+                    ts,
+                    waiters: Vec::new(),
+                },
+            );
+            room.dedupe_complete &= complete;
+        }
+        let mut extra = Vec::new();
+        if let Some(m) = room.members.get_mut(&user) {
+            if read_on_send {
+                m.read_seq = seq;
+                m.read_n = n;
+                m.own_unread.clear();
+                room.pending_reads.insert(user.clone(), seq);
+            } else if m.own_unread.len() < MAX_OWN_UNREAD {
+                m.own_unread.push(seq);
+            }
+            extra.push(Mutation::PutMember {
+                room: room_id.clone(),
+                user: user.clone(),
+                state: m.clone(),
+            });
+        }
+        if let Some(lid) = &msg.local_id {
+            extra.push(Mutation::PutLocalId {
+                room: room_id.clone(),
+                user: user.clone(),
+                local_id: lid.clone(),
+                seq,
+                ts,
+            });
+        }
+        let state = MessageState {
+            room: room_id.clone(),
+            seq,
+            n,
+            from: user.clone(),
+            body: msg.body,
+            ts,
+            local_id: msg.local_id.clone(),
+            kind: msg.kind,
+            attachments: msg.attachments,
+            reply_to: msg.reply_to,
+            edited_at: None,
+            deleted: false,
+            reactions: BTreeMap::new(),
+        };
+        let push = ServerFrame::Msg(state.view(None));
+        let ack = Ack::Sent {
+            reply,
+            ts,
+            local_id: msg.local_id,
+            from: user,
+        };
+        self.append_event(room_id, seq, push, state, extra, ack);
+    }
+
+    /// Common checks for edit/delete/react: membership, target exists and is live.
+    async fn target(
+        &mut self,
+        room_id: &RoomId,
+        user: &UserId,
+        seq: u64,
+        reply: &ReplyTo,
+    ) -> Option<MessageState> {
+        let Some(room) = self.active(room_id) else {
+            reply.error(not_found(room_id));
+            return None;
+        };
+        if !room.is_member(user) {
+            reply.error(forbidden(format!("you are not a member of {room_id}")));
+            return None;
+        }
+        match self.message_state(room_id, seq).await {
+            Ok(Some(m)) => Some(m),
+            Ok(None) => {
+                reply.error(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no message with seq {seq} in {room_id}"),
+                ));
+                None
+            }
+            Err(e) => {
+                reply.error(e);
+                None
+            }
+        }
+    }
+
+    pub(super) async fn edit(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        seq: u64,
+        body: String,
+        reply: ReplyTo,
+    ) {
+        let Some(mut state) = self.target(room_id, &user, seq, &reply).await else {
+            return;
+        };
+        if state.deleted {
+            return reply.error(WireError::bad_request("seq: the message is deleted"));
+        }
+        if state.from != user {
+            return reply.error(forbidden("only the author can edit a message"));
+        }
+        let now = now_ms();
+        let window = self.cfg.edit_window.as_millis() as u64;
+        if now.saturating_sub(state.ts) > window {
+            return reply.error(forbidden(format!(
+                "the edit window of {} s has passed",
+                window / 1000
+            )));
+        }
+        let event_seq = match self.alloc_seq(room_id).await {
+            Ok(seq) => seq,
+            Err(e) => return reply.error(e),
+        };
+        state.body = body.clone();
+        state.edited_at = Some(now);
+        let push = ServerFrame::Edit(EditEvent {
+            room: room_id.clone(),
+            seq: event_seq,
+            target: seq,
+            from: user,
+            body,
+            ts: now,
+        });
+        self.append_event(room_id, event_seq, push, state, Vec::new(), Ack::Ok(reply));
+    }
+
+    pub(super) async fn delete(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        seq: u64,
+        reply: ReplyTo,
+    ) {
+        let Some(mut state) = self.target(room_id, &user, seq, &reply).await else {
+            return;
+        };
+        if state.deleted {
+            return reply.ok(room_id, None);
+        }
+        let is_admin = self
+            .active(room_id)
+            .and_then(|r| r.role(&user))
+            .is_some_and(|r| r >= Role::Admin);
+        if state.from != user && !is_admin {
+            return reply.error(forbidden(
+                "only the author or a room admin can delete a message",
+            ));
+        }
+        let event_seq = match self.alloc_seq(room_id).await {
+            Ok(seq) => seq,
+            Err(e) => return reply.error(e),
+        };
+        let now = now_ms();
+        state.deleted = true;
+        state.body.clear();
+        state.attachments.clear();
+        state.reactions.clear();
+        if let Some(room) = self.active(room_id) {
+            room.deletions.push((seq, state.from.clone()));
+        }
+        let extra = vec![Mutation::PutDeletion {
+            room: room_id.clone(),
+            seq,
+            sender: state.from.clone(),
+        }];
+        let push = ServerFrame::Delete(DeleteEvent {
+            room: room_id.clone(),
+            seq: event_seq,
+            target: seq,
+            by: user,
+            ts: now,
+        });
+        self.append_event(room_id, event_seq, push, state, extra, Ack::Ok(reply));
+    }
+
+    pub(super) async fn react(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        seq: u64,
+        emoji: String,
+        on: bool,
+        reply: ReplyTo,
+    ) {
+        let Some(mut state) = self.target(room_id, &user, seq, &reply).await else {
+            return;
+        };
+        if state.deleted {
+            return reply.error(WireError::bad_request("seq: the message is deleted"));
+        }
+        let has = state
+            .reactions
+            .get(&emoji)
+            .is_some_and(|users| users.contains(&user));
+        if has == on {
+            // Already in that state: nothing changes, nothing is stored.
+            return reply.ok(room_id, None);
+        }
+        if on {
+            if !state.reactions.contains_key(&emoji)
+                && state.reactions.len() >= MAX_EMOJI_PER_MESSAGE
+            {
+                return reply.error(WireError::bad_request(format!(
+                    "emoji: a message takes at most {MAX_EMOJI_PER_MESSAGE} different emoji"
+                )));
+            }
+            state
+                .reactions
+                .entry(emoji.clone())
+                .or_default()
+                .push(user.clone());
+        } else if let Some(users) = state.reactions.get_mut(&emoji) {
+            users.retain(|u| u != &user);
+            if users.is_empty() {
+                state.reactions.remove(&emoji);
+            }
+        }
+        let event_seq = match self.alloc_seq(room_id).await {
+            Ok(seq) => seq,
+            Err(e) => return reply.error(e),
+        };
+        let push = ServerFrame::Reaction(ReactionEvent {
+            room: room_id.clone(),
+            seq: event_seq,
+            target: seq,
+            user,
+            emoji,
+            on,
+            ts: now_ms(),
+        });
+        self.append_event(room_id, event_seq, push, state, Vec::new(), Ack::Ok(reply));
+    }
+
+    pub(super) fn history(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        before: Option<u64>,
+        limit: u32,
+        reply: ReplyTo,
+    ) {
+        let Some(room) = self.active(room_id) else {
+            return reply.error(not_found(room_id));
+        };
+        if !room.can_read(&user) {
+            return reply.error(forbidden(format!("{room_id} is private")));
+        }
+        let store = self.store.clone();
+        let room_id = room_id.clone();
+        tokio::spawn(async move {
+            match store.history(&room_id, before, limit as usize).await {
+                Ok((states, more)) => {
+                    let messages = states.iter().map(|m| m.view(Some(&user))).collect();
+                    reply.send(&ServerFrame::History(HistoryPage {
+                        id: reply.id,
+                        room: room_id,
+                        messages,
+                        more,
+                    }));
+                }
+                Err(e) => reply.error(internal(e)),
+            }
+        });
+    }
+}

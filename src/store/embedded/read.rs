@@ -1,0 +1,301 @@
+//! Read paths of the embedded store (run on the blocking pool).
+
+use super::{err, Tables};
+use crate::ids::{RoomId, UserId};
+use crate::store::keys;
+use crate::store::{
+    Invite, LoadedRoom, LocalIdRecord, MemberState, MessageState, RoomMeta, RoomOverview,
+    StoreResult,
+};
+use bytes::Bytes;
+use std::ops::Bound;
+
+fn meta(t: &Tables, room: &RoomId) -> StoreResult<Option<RoomMeta>> {
+    match t.rooms.get(room.as_str().as_bytes()).map_err(err)? {
+        Some(v) => Ok(Some(keys::decode::<RoomMeta>(&v, "room")?).filter(|m| !m.deleted)),
+        None => Ok(None),
+    }
+}
+
+fn user_of(key: &[u8], prefix: &[u8]) -> StoreResult<UserId> {
+    UserId::new(keys::suffix_str(key, prefix)?).map_err(crate::store::StoreError::Corrupt)
+}
+
+fn last_message(t: &Tables, room: &RoomId) -> StoreResult<Option<MessageState>> {
+    match t.messages.prefix(keys::room_prefix(room)).next_back() {
+        Some(item) => {
+            let (_, v) = item.into_inner().map_err(err)?;
+            Ok(Some(keys::decode(&v, "message")?))
+        }
+        None => Ok(None),
+    }
+}
+
+pub fn load_room(t: &Tables, room: &RoomId, recent: usize) -> StoreResult<Option<LoadedRoom>> {
+    let Some(meta) = meta(t, room)? else {
+        return Ok(None);
+    };
+    let prefix = keys::room_prefix(room);
+
+    let mut events = t.events.prefix(&prefix);
+    let first_seq = match events.next() {
+        Some(item) => keys::seq_of_key(&item.key().map_err(err)?)?,
+        None => 0,
+    };
+    let last_seq = match t.events.prefix(&prefix).next_back() {
+        Some(item) => keys::seq_of_key(&item.key().map_err(err)?)?,
+        None => 0,
+    };
+
+    let mut recent_local_ids = Vec::new();
+    let mut complete = true;
+    let (mut msg_total, mut last_msg_seq) = (0, 0);
+    for (i, item) in t.messages.prefix(&prefix).rev().enumerate() {
+        if i == recent {
+            complete = false;
+            break;
+        }
+        let (_, v) = item.into_inner().map_err(err)?;
+        let m: MessageState = keys::decode(&v, "message")?;
+        if i == 0 {
+            msg_total = m.n;
+            last_msg_seq = m.seq;
+        }
+        if let Some(local_id) = m.local_id {
+            recent_local_ids.push(LocalIdRecord {
+                from: m.from,
+                local_id,
+                seq: m.seq,
+                ts: m.ts,
+            });
+        }
+    }
+    recent_local_ids.reverse();
+    if recent == 0 {
+        if let Some(m) = last_message(t, room)? {
+            msg_total = m.n;
+            last_msg_seq = m.seq;
+        }
+    }
+
+    let mut members = Vec::new();
+    for item in t.members.prefix(&prefix) {
+        let (k, v) = item.into_inner().map_err(err)?;
+        members.push((
+            user_of(&k, &prefix)?,
+            keys::decode::<MemberState>(&v, "member")?,
+        ));
+    }
+    let mut bans = Vec::new();
+    for item in t.bans.prefix(&prefix) {
+        bans.push(user_of(&item.key().map_err(err)?, &prefix)?);
+    }
+    let mut invites = Vec::new();
+    for item in t.invites.prefix(&prefix) {
+        let (_, v) = item.into_inner().map_err(err)?;
+        invites.push(keys::decode::<Invite>(&v, "invite")?);
+    }
+    let mut deletions = Vec::new();
+    for item in t.deletions.prefix(&prefix) {
+        let (k, v) = item.into_inner().map_err(err)?;
+        let sender = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| UserId::new(s).ok())
+            .ok_or_else(|| crate::store::StoreError::Corrupt("deletion sender".into()))?;
+        deletions.push((keys::seq_of_key(&k)?, sender));
+    }
+    Ok(Some(LoadedRoom {
+        meta,
+        last_seq,
+        first_seq,
+        members,
+        bans,
+        invites,
+        msg_total,
+        last_msg_seq,
+        deletions,
+        recent_local_ids,
+        recent_is_complete: complete,
+    }))
+}
+
+pub fn msg_count_at(t: &Tables, room: &RoomId, seq: u64) -> StoreResult<u64> {
+    let start = keys::seq_key(room, 0);
+    let end = keys::seq_key(room, seq);
+    match t.messages.range(start..=end).next_back() {
+        Some(item) => {
+            let (_, v) = item.into_inner().map_err(err)?;
+            Ok(keys::decode::<MessageState>(&v, "message")?.n)
+        }
+        None => Ok(0),
+    }
+}
+
+pub fn history(
+    t: &Tables,
+    room: &RoomId,
+    before: Option<u64>,
+    limit: usize,
+) -> StoreResult<(Vec<MessageState>, bool)> {
+    let start = keys::seq_key(room, 0);
+    let end = keys::seq_key(room, before.unwrap_or(u64::MAX));
+    let mut out = Vec::with_capacity(limit.min(256));
+    let mut more = false;
+    for item in t.messages.range(start..end).rev() {
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        let (_, v) = item.into_inner().map_err(err)?;
+        out.push(keys::decode(&v, "message")?);
+    }
+    out.reverse();
+    Ok((out, more))
+}
+
+pub fn events(
+    t: &Tables,
+    room: &RoomId,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> StoreResult<Vec<(u64, Bytes)>> {
+    let start = keys::seq_key(room, after.saturating_add(1));
+    let end = keys::seq_key(room, upto);
+    let mut out = Vec::new();
+    for item in t.events.range(start..=end) {
+        if out.len() == limit {
+            break;
+        }
+        let (k, v) = item.into_inner().map_err(err)?;
+        out.push((keys::seq_of_key(&k)?, Bytes::copy_from_slice(&v)));
+    }
+    Ok(out)
+}
+
+pub fn user_rooms(t: &Tables, user: &UserId) -> StoreResult<Vec<RoomOverview>> {
+    let uprefix = keys::user_prefix(user);
+    let mut out = Vec::new();
+    for item in t.user_rooms.prefix(&uprefix) {
+        let key = item.key().map_err(err)?;
+        let room = RoomId::new(keys::suffix_str(&key, &uprefix)?)
+            .map_err(crate::store::StoreError::Corrupt)?;
+        let Some(meta) = meta(t, &room)? else {
+            continue;
+        };
+        let Some(mv) = t
+            .members
+            .get(keys::room_user_key(&room, user))
+            .map_err(err)?
+        else {
+            continue;
+        };
+        let member: MemberState = keys::decode(&mv, "member")?;
+        let last = last_message(t, &room)?;
+        let msg_total = last.as_ref().map_or(0, |m| m.n);
+        let mut deleted_by_others_after_read = 0;
+        let from = keys::seq_key(&room, member.read_seq.saturating_add(1));
+        let to = keys::seq_key(&room, u64::MAX);
+        for d in t.deletions.range(from..=to) {
+            let (_, v) = d.into_inner().map_err(err)?;
+            if v.as_ref() != user.as_str().as_bytes() {
+                deleted_by_others_after_read += 1;
+            }
+        }
+        let favorite = t
+            .favorites
+            .contains_key(keys::favorite_key(user, Some(&room), None))
+            .map_err(err)?;
+        let mut peer = None;
+        if !meta.kind.is_room() {
+            let rprefix = keys::room_prefix(&room);
+            for m in t.members.prefix(&rprefix) {
+                let u = user_of(&m.key().map_err(err)?, &rprefix)?;
+                if &u != user {
+                    peer = Some(u);
+                }
+            }
+        }
+        out.push(RoomOverview {
+            meta,
+            member,
+            last,
+            msg_total,
+            deleted_by_others_after_read,
+            favorite,
+            peer,
+        });
+    }
+    Ok(out)
+}
+
+pub fn member_rooms(t: &Tables, user: &UserId) -> StoreResult<Vec<RoomId>> {
+    let prefix = keys::user_prefix(user);
+    let mut out = Vec::new();
+    for item in t.user_rooms.prefix(&prefix) {
+        let key = item.key().map_err(err)?;
+        out.push(
+            RoomId::new(keys::suffix_str(&key, &prefix)?)
+                .map_err(crate::store::StoreError::Corrupt)?,
+        );
+    }
+    Ok(out)
+}
+
+pub fn public_rooms(
+    t: &Tables,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<(Vec<RoomMeta>, Option<String>)> {
+    let lower = match after.map(hex::decode) {
+        Some(Ok(k)) => Bound::Excluded(k),
+        Some(Err(_)) => return Err(crate::store::StoreError::Corrupt("bad cursor".into())),
+        None => Bound::Included(prefix.as_bytes().to_vec()),
+    };
+    let mut out = Vec::new();
+    let mut next = None;
+    for item in t.public.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+        let k = item.key().map_err(err)?;
+        if !k.starts_with(prefix.as_bytes()) {
+            break;
+        }
+        if out.len() == limit {
+            next = out
+                .last()
+                .map(|m: &RoomMeta| hex::encode(keys::public_key(&m.name, &m.id)));
+            break;
+        }
+        let Some(zero) = k.iter().position(|b| *b == 0) else {
+            continue;
+        };
+        let Ok(room) = std::str::from_utf8(&k[zero + 1..])
+            .map_err(|_| ())
+            .and_then(|s| RoomId::new(s).map_err(|_| ()))
+        else {
+            continue;
+        };
+        if let Some(m) = meta(t, &room)? {
+            if !m.private {
+                out.push(m);
+            }
+        }
+    }
+    Ok((out, next))
+}
+
+pub fn favorites(t: &Tables, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)> {
+    let prefix = keys::user_prefix(user);
+    let (mut rooms, mut users) = (Vec::new(), Vec::new());
+    for item in t.favorites.prefix(&prefix) {
+        let k = item.key().map_err(err)?;
+        let rest = keys::suffix_str(&k, &prefix)?;
+        let corrupt = |e: String| crate::store::StoreError::Corrupt(e);
+        match rest.split_at_checked(1) {
+            Some(("r", id)) => rooms.push(RoomId::new(id).map_err(corrupt)?),
+            Some(("u", id)) => users.push(UserId::new(id).map_err(corrupt)?),
+            _ => return Err(corrupt("favorite key".into())),
+        }
+    }
+    Ok((rooms, users))
+}

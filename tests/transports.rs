@@ -1,0 +1,344 @@
+//! What is particular to each transport: one room shared by members on every
+//! transport, and the bad input each transport can carry (TLS handshake
+//! garbage, a QUIC stream reset mid-frame or an abrupt close, WebSocket text
+//! and oversize messages, WebSocket ping/pong and origins). Each is answered
+//! as docs/TRANSPORTS.md says, and the server keeps serving the others.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use roomcast::client::Trust;
+use roomcast::proto::ServerFrame;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Polls `/health` until it reports `n` connections (cleanup is asynchronous).
+async fn wait_for_connections(server: &TestServer, n: usize) {
+    let want = format!(r#""connections":{n}"#);
+    let poll = async {
+        loop {
+            let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).await.unwrap();
+            if resp.contains(&want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .unwrap_or_else(|_| panic!("{n} connections within WAIT"));
+}
+
+fn frame(v: serde_json::Value) -> Vec<u8> {
+    let payload = rmp_serde::to_vec_named(&v).unwrap();
+    let mut b = (payload.len() as u32).to_be_bytes().to_vec();
+    b.extend(payload);
+    b
+}
+
+#[tokio::test]
+async fn members_on_every_transport_see_one_ordered_stream() {
+    let mut server = TestServer::start_with(|c| c.no_rate_limits = true).await;
+    let mut members = Vec::new();
+    for t in Transport::ALL {
+        members.push((t, client_on(&server, t, &format!("user-{t:?}")).await));
+    }
+    let room = members[0].1.create_room("mixed", false).await.unwrap();
+    for (_, c) in &members {
+        c.join(&room).await.unwrap();
+    }
+    const EACH: usize = 25;
+    let sends = members.iter().map(|(t, c)| {
+        let room = room.clone();
+        async move {
+            for i in 0..EACH {
+                c.send(&room, &format!("{t:?}:{i}"), None).await.unwrap();
+            }
+        }
+    });
+    futures_util::future::join_all(sends).await;
+    let total = EACH * members.len();
+    let mut streams = Vec::new();
+    for (t, c) in &mut members {
+        let mut got = Vec::new();
+        while got.len() < total {
+            match tokio::time::timeout(WAIT, c.next_event()).await.unwrap() {
+                Some(ServerFrame::Msg(m)) => got.push((m.seq, m.from.to_string(), m.body)),
+                Some(_) => {}
+                None => panic!("{t:?} closed"),
+            }
+        }
+        let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>(), "{t:?}");
+        streams.push(got);
+    }
+    for s in &streams[1..] {
+        assert_eq!(s, &streams[0], "identical delivery on every transport");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tls_handshake_garbage_is_refused_and_others_are_served() {
+    let mut server = TestServer::start().await;
+    for garbage in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        frame(json!({"t": "hello", "v": 1, "token": token("a")})),
+        vec![0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(server.tls).await.unwrap();
+        s.write_all(&garbage).await.unwrap();
+        let mut reply = Vec::new();
+        // A TLS alert record (if any), then EOF or a reset; never a protocol frame.
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut reply))
+            .await
+            .expect("closed within WAIT");
+        assert!(
+            reply.is_empty() || reply[0] == 0x15,
+            "an alert or nothing: {reply:?}"
+        );
+    }
+    let c = client_on(&server, Transport::Tls, "alice").await;
+    c.ping().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tls_and_quic_refuse_a_wrong_pin_and_accept_the_printed_one() {
+    let mut server = TestServer::start().await;
+    for t in [Transport::Tls, Transport::Quic] {
+        let mut ep = server.endpoint(t);
+        match &mut ep {
+            roomcast::client::Endpoint::Tls { trust, .. }
+            | roomcast::client::Endpoint::Quic { trust, .. } => *trust = Trust::Pin([7; 32]),
+            _ => unreachable!(),
+        }
+        assert!(
+            roomcast::client::Client::connect_to(&ep).await.is_err(),
+            "{t:?}"
+        );
+        client_on(&server, t, "alice").await.ping().await.unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn generated_certificate_is_reused_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let mut first = TestServer::start_with(|c| c.data_dir = path.clone()).await;
+    first.stop().await;
+    let mut second = TestServer::start_with(|c| c.data_dir = path.clone()).await;
+    assert_eq!(first.fingerprint, second.fingerprint);
+    assert_eq!(second.fingerprint.len(), 64);
+    second.stop().await;
+}
+
+/// A raw QUIC connection with its one stream, pinned to the test server.
+async fn quic_raw(
+    server: &TestServer,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let pin = roomcast::tls::parse_pin(&server.fingerprint).unwrap();
+    let tls = roomcast::tls::client_config(&Trust::Pin(pin), &[roomcast::tls::ALPN]).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = endpoint
+        .connect(server.quic, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    (endpoint, conn, send, recv)
+}
+
+#[tokio::test]
+async fn quic_stream_reset_mid_frame_is_a_dropped_connection() {
+    let mut server = TestServer::start().await;
+    let other = client_on(&server, Transport::Quic, "bob").await;
+    let (_endpoint, conn, mut send, _recv) = quic_raw(&server).await;
+    send.write_all(&frame(
+        json!({"t": "hello", "v": 1, "token": token("alice"), "id": 1}),
+    ))
+    .await
+    .unwrap();
+    // Half a frame, then a reset.
+    let half = frame(json!({"t": "ping", "id": 2, "pad": "x".repeat(100)}));
+    send.write_all(&half[..half.len() / 2]).await.unwrap();
+    send.reset(42u32.into()).unwrap();
+    // The server cleans up and closes the connection.
+    let closed = tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("closed within WAIT");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+    wait_for_connections(&server, 1).await;
+    other.ping().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quic_abrupt_close_cleans_up_like_a_dropped_tcp_connection() {
+    let mut server = TestServer::start().await;
+    let alice = client_on(&server, Transport::Tcp, "alice").await;
+    let room = alice.create_room("r", false).await.unwrap();
+    let (endpoint, conn, mut send, mut recv) = quic_raw(&server).await;
+    send.write_all(&frame(
+        json!({"t": "hello", "v": 1, "token": token("bob"), "id": 1}),
+    ))
+    .await
+    .unwrap();
+    send.write_all(&frame(json!({"t": "join", "id": 2, "room": room.as_str()})))
+        .await
+        .unwrap();
+    let mut frames =
+        tokio_util::codec::FramedRead::new(&mut recv, roomcast::proto::FrameCodec::new(1 << 20));
+    let mut joined = false;
+    while !joined {
+        let f = tokio::time::timeout(WAIT, frames.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        joined = matches!(ServerFrame::decode(&f), Ok(ServerFrame::Joined(_)));
+    }
+    wait_for_connections(&server, 2).await;
+    // Close without finishing the stream or saying goodbye.
+    conn.close(99u32.into(), b"gone");
+    drop(endpoint);
+    wait_for_connections(&server, 1).await;
+    // The room still works for the rest.
+    alice.join(&room).await.unwrap();
+    alice.send(&room, "still here", None).await.unwrap();
+    server.stop().await;
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn ws_raw(server: &TestServer, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/ws", server.http)
+        .into_client_request()
+        .unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    let socket = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    tokio_tungstenite::client_async(req, socket)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+fn payload(v: serde_json::Value) -> Message {
+    Message::Binary(Bytes::from(rmp_serde::to_vec_named(&v).unwrap()))
+}
+
+/// Reads until a Close, returning the binary frames decoded and the close code.
+async fn ws_until_close(ws: &mut Ws) -> (Vec<ServerFrame>, Option<u16>) {
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("WAIT") {
+            Some(Ok(Message::Binary(b))) => frames.push(ServerFrame::decode(&b).unwrap()),
+            Some(Ok(Message::Close(c))) => return (frames, c.map(|c| u16::from(c.code))),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (frames, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ws_text_messages_are_closed_with_1003() {
+    let mut server = TestServer::start().await;
+    let other = client_on(&server, Transport::Ws, "bob").await;
+    let mut ws = ws_raw(&server, None).await.unwrap();
+    ws.send(Message::Text(r#"{"t":"hello"}"#.into()))
+        .await
+        .unwrap();
+    let (frames, code) = ws_until_close(&mut ws).await;
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(code, Some(1003));
+    other.ping().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ws_oversize_messages_get_frame_too_large_and_1009() {
+    let mut server = TestServer::start_with(|c| c.max_frame = 1024).await;
+    let mut ws = ws_raw(&server, None).await.unwrap();
+    ws.send(payload(
+        json!({"t": "hello", "v": 1, "token": token("alice"), "id": 1}),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Binary(Bytes::from(vec![0x90; 2000])))
+        .await
+        .unwrap();
+    let (frames, code) = ws_until_close(&mut ws).await;
+    assert!(matches!(frames.first(), Some(ServerFrame::Welcome(_))));
+    assert_error(frames.last().cloned(), "frame_too_large", true);
+    assert_eq!(code, Some(1009));
+    client_on(&server, Transport::Ws, "bob")
+        .await
+        .ping()
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ws_pings_are_answered_and_sent() {
+    let mut server = TestServer::start_with(|c| c.heartbeat_ms = 200).await;
+    let mut ws = ws_raw(&server, None).await.unwrap();
+    ws.send(payload(
+        json!({"t": "hello", "v": 1, "token": token("alice"), "id": 1}),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    let (mut pong, mut ping) = (false, false);
+    while !(pong && ping) {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Pong(p))) => pong |= &p[..] == b"are you there",
+            Some(Ok(Message::Ping(_))) => ping = true,
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ws_origins_outside_the_allowed_list_are_forbidden() {
+    let mut server = TestServer::start_with(|c| {
+        c.ws_allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    match ws_raw(&server, Some("https://evil.example")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    ws_raw(&server, Some("https://app.example.com"))
+        .await
+        .unwrap();
+    ws_raw(&server, None).await.unwrap();
+    server.stop().await;
+}
