@@ -739,6 +739,19 @@ async fn typing_is_pushed_to_others_and_expires() {
     server.stop().await;
 }
 
+async fn next_status(bob: &mut Client) -> Status {
+    let fut = async {
+        loop {
+            if let Some(ServerFrame::Presence(p)) = bob.next_event().await {
+                return p.users[0].status;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("a presence push")
+}
+
 #[tokio::test]
 async fn presence_online_away_offline() {
     let mut server = TestServer::start_with(|c| c.no_rate_limits = true).await;
@@ -776,16 +789,11 @@ async fn presence_online_away_offline() {
         })
         .await
         .unwrap();
+    // Changes are coalesced per room every 250 ms: wait for away before leaving.
+    statuses.push(next_status(&mut bob).await);
     drop(alice);
     drop(alice2);
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while statuses.len() < 2 && tokio::time::Instant::now() < until {
-        if let Ok(Some(ServerFrame::Presence(p))) =
-            tokio::time::timeout(Duration::from_millis(100), bob.next_event()).await
-        {
-            statuses.push(p.users[0].status);
-        }
-    }
+    statuses.push(next_status(&mut bob).await);
     assert_eq!(statuses, vec![Status::Away, Status::Offline]);
     match ok(&bob, |id| {
         ClientFrame::Presence(c::Presence {
@@ -1099,5 +1107,60 @@ async fn a_slow_consumer_resumes_without_loss() {
     let seen = collect_stream(&mut again, last).await;
     let seqs: Vec<u64> = seen.iter().filter_map(ServerFrame::stream_seq).collect();
     assert_eq!(seqs, ((got + 1)..=last).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn chosen_room_ids_are_unique_forever() {
+    let mut server = TestServer::start_with(|c| c.no_rate_limits = true).await;
+    let alice = client(server.tcp, "alice").await;
+    let create = |room: &str| {
+        let room = Some(RoomId::new(room).unwrap());
+        move |id| {
+            ClientFrame::CreateRoom(c::CreateRoom {
+                id,
+                name: "n".into(),
+                private: false,
+                description: None,
+                room,
+            })
+        }
+    };
+    alice.call(create("lobby")).await.unwrap();
+    assert_eq!(code(alice.call(create("lobby")).await), ErrorCode::Conflict);
+    let reserved = format!("d{}", "a".repeat(40));
+    assert_eq!(
+        code(alice.call(create(&reserved)).await),
+        ErrorCode::BadRequest
+    );
+    let lobby = RoomId::new("lobby").unwrap();
+    let r = lobby.clone();
+    assert_eq!(
+        code(
+            alice
+                .call(|id| ClientFrame::LeaveRoom(c::RoomOnly { id, room: r }))
+                .await
+        ),
+        ErrorCode::Forbidden,
+        "the last member (the owner) deletes instead"
+    );
+    let r = lobby.clone();
+    alice
+        .call(|id| ClientFrame::DeleteRoom(c::RoomOnly { id, room: r }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(alice.call(create("lobby")).await),
+        ErrorCode::Conflict,
+        "deleted ids are not reused"
+    );
+    // Also after a restart, when the room is loaded from the store.
+    let dir = server.dir.path().to_path_buf();
+    drop(alice);
+    server.stop().await;
+    let mut server = TestServer::start_with(|c| c.data_dir = dir.clone()).await;
+    let alice = client(server.tcp, "alice").await;
+    assert_eq!(code(alice.join(&lobby).await), ErrorCode::NotFound);
+    assert_eq!(code(alice.call(create("lobby")).await), ErrorCode::Conflict);
     server.stop().await;
 }

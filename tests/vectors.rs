@@ -1615,17 +1615,6 @@ fn generate() -> Value {
         &send(&[("body", mp::s("hi")), ("reply_to", mp::u(0))]),
     ));
     out.push(bad(
-        "edit_empty_body",
-        "an edit keeps the body rules of a text send: 1..max_body_chars characters",
-        &[
-            ("t", mp::s("edit")),
-            ("id", mp::u(8)),
-            ("room", mp::s("general")),
-            ("seq", mp::u(42)),
-            ("body", mp::s("")),
-        ],
-    ));
-    out.push(bad(
         "react_invalid_emoji",
         "emoji is up to 8 characters of emoji (no letters, digits or spaces) or a :shortcode:",
         &[

@@ -5,7 +5,7 @@
 use super::command::ReplyTo;
 use super::shard::{forbidden, not_found, Shard};
 use crate::ids::{RoomId, UserId};
-use crate::proto::server::{ReadPush, TypingPush};
+use crate::proto::server::{PresenceFrame, ReadPush, TypingPush};
 use crate::proto::{self, ServerFrame};
 use bytes::BytesMut;
 
@@ -55,6 +55,8 @@ impl Shard {
         }
     }
 
+    /// Queues a member's presence change; pushed coalesced on the next tick
+    /// (only the latest status of each user in the period).
     pub(super) fn presence_push(&mut self, room_id: &RoomId, frame: &ServerFrame) {
         let max = self.cfg.presence_list_max;
         let Some(room) = self.active(room_id) else {
@@ -64,7 +66,13 @@ impl Shard {
         if room.members.len() > max || room.subscribers.is_empty() {
             return;
         }
-        room.fan_out_ephemeral(&proto::encode(frame), None);
+        if let ServerFrame::Presence(p) = frame {
+            for u in &p.users {
+                if room.is_member(&u.user) {
+                    room.pending_presence.insert(u.user.clone(), u.clone());
+                }
+            }
+        }
     }
 
     /// Runs every tick: expire typing, push coalesced read pointers.
@@ -93,6 +101,12 @@ impl Shard {
                         c.publish_ephemeral(room_id, frame);
                     }
                 }
+            }
+            if !room.pending_presence.is_empty() {
+                let users = room.pending_presence.drain().map(|(_, p)| p).collect();
+                let frame =
+                    proto::encode(&ServerFrame::Presence(PresenceFrame { id: None, users }));
+                room.fan_out_ephemeral(&frame, None);
             }
             if !room.pending_reads.is_empty() {
                 let mut chunk = BytesMut::new();

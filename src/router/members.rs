@@ -115,6 +115,12 @@ impl Shard {
         let Some(room) = self.active(room_id) else {
             return reply.error(not_found(room_id));
         };
+        if room.meta.kind.is_room() {
+            return reply.error(WireError::new(
+                ErrorCode::Conflict,
+                "that id belongs to a group room",
+            ));
+        }
         if !room.is_member(&user) {
             // Only a hash collision could get here.
             return reply.error(forbidden("not your direct room"));
@@ -175,6 +181,9 @@ impl Shard {
             }
             Some(Role::Owner) if room.members.len() > 1 => reply.error(forbidden(
                 "the owner must transfer ownership before leaving",
+            )),
+            Some(Role::Owner) => reply.error(forbidden(
+                "the last member of a room deletes it instead of leaving",
             )),
             Some(_) => self.remove_member(room_id, &user, LeaveReason::Left, reply, Vec::new()),
         }

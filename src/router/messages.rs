@@ -257,6 +257,9 @@ impl Shard {
         if state.from != user {
             return reply.error(forbidden("only the author can edit a message"));
         }
+        if body.is_empty() && state.kind.is_text() {
+            return reply.error(WireError::bad_request("body: must not be empty"));
+        }
         let now = now_ms();
         let window = self.cfg.edit_window.as_millis() as u64;
         if now.saturating_sub(state.ts) > window {

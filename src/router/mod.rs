@@ -119,6 +119,16 @@ impl Router {
     }
 }
 
+/// Whether `room` has the form of a direct room id (`d` + 40 hex digits).
+pub fn is_direct_room_id(room: &RoomId) -> bool {
+    let s = room.as_str();
+    s.len() == 41
+        && s.starts_with('d')
+        && s[1..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
 /// The id of the one direct room of two users: the same whoever asks, and not
 /// forgeable from other user ids (a SHA-256 of both ids, length-prefixed).
 pub fn direct_room_id(a: &UserId, b: &UserId) -> RoomId {

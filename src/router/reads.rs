@@ -53,7 +53,14 @@ impl Shard {
         };
         if target <= m.read_seq {
             // Another read moved it further while we looked up the count.
-            return reply.ok(room_id, None);
+            let read_seq = m.read_seq;
+            let unread = room.unread(&user);
+            return reply.send(&ServerFrame::ReadAck(ReadAck {
+                id: reply.id,
+                room: room_id.clone(),
+                seq: read_seq,
+                unread,
+            }));
         }
         m.read_seq = target;
         m.read_n = read_n;

@@ -49,6 +49,8 @@ pub struct Room {
     pub typing: HashMap<UserId, tokio::time::Instant>,
     /// Read pointer moves not yet pushed (coalesced per tick).
     pub pending_reads: HashMap<UserId, u64>,
+    /// Presence changes of members not yet pushed (coalesced per tick).
+    pub pending_presence: HashMap<UserId, crate::proto::types::UserPresence>,
     /// Committed events (local or from other nodes) waiting for a lower seq, and since when.
     pub pending: BTreeMap<u64, Bytes>,
     pub gap_since: Option<tokio::time::Instant>,
@@ -81,6 +83,7 @@ impl Room {
             hot_order: VecDeque::new(),
             typing: HashMap::new(),
             pending_reads: HashMap::new(),
+            pending_presence: HashMap::new(),
             pending: BTreeMap::new(),
             gap_since: None,
             bus_subscribed: false,

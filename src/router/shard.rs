@@ -285,8 +285,17 @@ impl Shard {
                 Some(Slot::Active(room)) => {
                     room.last_active = Instant::now();
                     if room.meta.deleted {
-                        if let Some(r) = cmd.reply() {
-                            r.error(not_found(&room_id));
+                        match &cmd {
+                            // A deleted room's id is never reused (as when loaded from the store).
+                            Command::Create { reply, .. } => reply.error(WireError::new(
+                                ErrorCode::Conflict,
+                                format!("room {room_id} existed and was deleted"),
+                            )),
+                            cmd => {
+                                if let Some(r) = cmd.reply() {
+                                    r.error(not_found(&room_id));
+                                }
+                            }
                         }
                         return;
                     }
@@ -341,7 +350,8 @@ impl Shard {
                 self.rooms
                     .insert(room_id.clone(), Slot::Active(Box::new(room)));
                 for cmd in queue {
-                    self.on_active(room_id.clone(), cmd).await;
+                    // Through `command`: a room loaded as deleted answers as such.
+                    Box::pin(self.command(room_id.clone(), cmd)).await;
                 }
             }
             Ok(None) => {
@@ -729,6 +739,16 @@ impl Shard {
         };
         let last = room.last_seq;
         if !room.user_is_subscribed(&sub.user) {
+            // Their last session here is gone: so is their typing indicator.
+            if room.typing.remove(&sub.user).is_some() {
+                let off =
+                    crate::proto::encode(&ServerFrame::Typing(crate::proto::server::TypingPush {
+                        room: room_id.clone(),
+                        user: sub.user.clone(),
+                        on: false,
+                    }));
+                room.fan_out_ephemeral(&off, None);
+            }
             if let Some(m) = room.members.get_mut(&sub.user) {
                 if m.delivered_seq < last {
                     m.delivered_seq = last;

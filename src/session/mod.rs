@@ -237,6 +237,15 @@ impl Session {
             ClientFrame::Hello(_) => return Err(bad("already authenticated".into())),
             ClientFrame::Ping(p) => return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id }))),
             ClientFrame::CreateRoom(c) => {
+                if c.room
+                    .as_ref()
+                    .is_some_and(crate::router::is_direct_room_id)
+                {
+                    return Err(bad(
+                        "room: ids of the form d + 40 hex digits are reserved for direct rooms"
+                            .into(),
+                    ));
+                }
                 c.name = room_name(&c.name).map_err(bad)?;
                 if let Some(d) = &c.description {
                     description(d).map_err(bad)?;
@@ -269,7 +278,7 @@ impl Session {
                     return Err(bad("reply_to: must be at least 1".into()));
                 }
             }
-            ClientFrame::Edit(e) => body("body", &e.body, max_body, false).map_err(bad)?,
+            ClientFrame::Edit(e) => body("body", &e.body, max_body, true).map_err(bad)?,
             ClientFrame::React(r) => emoji(&r.emoji).map_err(bad)?,
             ClientFrame::History(h) => {
                 let limit = h.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);

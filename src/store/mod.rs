@@ -134,7 +134,8 @@ pub trait MessageStore: Send + Sync + 'static {
     /// configured policy. Implementations group concurrent calls into one commit.
     async fn apply(&self, batch: Vec<Mutation>) -> StoreResult<()>;
 
-    /// Loads what a router needs to own a room; `None` if it does not exist (or was deleted).
+    /// Loads what a router needs to own a room; `None` if it never existed. A deleted
+    /// room loads with `meta.deleted` set (its id is never reused).
     async fn load_room(&self, room: &RoomId, recent: usize) -> StoreResult<Option<LoadedRoom>>;
 
     /// Finds the message a user sent with `local_id` in a room: `(seq, ts)`.

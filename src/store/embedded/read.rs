@@ -10,11 +10,17 @@ use crate::store::{
 use bytes::Bytes;
 use std::ops::Bound;
 
-fn meta(t: &Tables, room: &RoomId) -> StoreResult<Option<RoomMeta>> {
+/// A room's metadata, deleted rooms included.
+fn meta_any(t: &Tables, room: &RoomId) -> StoreResult<Option<RoomMeta>> {
     match t.rooms.get(room.as_str().as_bytes()).map_err(err)? {
-        Some(v) => Ok(Some(keys::decode::<RoomMeta>(&v, "room")?).filter(|m| !m.deleted)),
+        Some(v) => Ok(Some(keys::decode::<RoomMeta>(&v, "room")?)),
         None => Ok(None),
     }
+}
+
+/// A room's metadata, if it exists and was not deleted.
+fn meta(t: &Tables, room: &RoomId) -> StoreResult<Option<RoomMeta>> {
+    Ok(meta_any(t, room)?.filter(|m| !m.deleted))
 }
 
 fn user_of(key: &[u8], prefix: &[u8]) -> StoreResult<UserId> {
@@ -32,7 +38,8 @@ fn last_message(t: &Tables, room: &RoomId) -> StoreResult<Option<MessageState>> 
 }
 
 pub fn load_room(t: &Tables, room: &RoomId, recent: usize) -> StoreResult<Option<LoadedRoom>> {
-    let Some(meta) = meta(t, room)? else {
+    // A deleted room loads as deleted, so its id is never reused.
+    let Some(meta) = meta_any(t, room)? else {
         return Ok(None);
     };
     let prefix = keys::room_prefix(room);

@@ -1,0 +1,364 @@
+//! Three server processes sharing one real Redis: cross-node delivery in one
+//! order, exactly once; presence and rate limits shared; a Redis restart and a
+//! node killed with SIGKILL. Nodes run on node-local stores behind the
+//! test-only `--unsafe-node-local-store` switch, so this checks live delivery,
+//! presence and limits, not shared history.
+
+mod common;
+
+use common::redis::RedisServer;
+use common::*;
+use roomcast::client::{Client, ClientError};
+use roomcast::ids::{RoomId, UserId};
+use roomcast::proto::client::{self as c, ClientFrame};
+use roomcast::proto::types::Status;
+use roomcast::proto::{ErrorCode, ServerFrame};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Node {
+    child: Child,
+    tcp: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn spawn(redis: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args([
+                "serve",
+                "--tcp",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--redis",
+                redis,
+                "--unsafe-node-local-store",
+                "--presence-ttl-ms",
+                "1500",
+                "--gap-timeout-ms",
+                "1000",
+            ])
+            .args([
+                "--limit-send",
+                "1000:1000",
+                "--limit-history",
+                "1:3",
+                "--fsync",
+                "never",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("ROOMCAST_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn roomcast");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let tcp = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("tcp="))
+            .unwrap_or_else(|| panic!("no tcp= in {line:?}"))
+            .parse()
+            .unwrap();
+        Node {
+            child,
+            tcp,
+            _dir: dir,
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn presence_of(c: &Client, user: &str) -> Status {
+    match c
+        .call(|id| {
+            ClientFrame::Presence(c::Presence {
+                id,
+                status: None,
+                users: vec![UserId::new(user).unwrap()],
+            })
+        })
+        .await
+        .unwrap()
+    {
+        ServerFrame::Presence(p) => p.users[0].status,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Reads `msg` pushes until `count` arrived; returns (seq, body) in arrival order.
+async fn receive(c: &mut Client, count: usize) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        match tokio::time::timeout(Duration::from_secs(15), next_stream_event(c)).await {
+            Ok(ServerFrame::Msg(m)) => got.push((m.seq, m.body)),
+            Ok(_) => {}
+            Err(_) => panic!("only {} of {count} messages arrived", got.len()),
+        }
+    }
+    got
+}
+
+/// Sends until acknowledged, retrying `unavailable` (Redis away); returns the seq.
+async fn send_acked(c: &Client, room: &RoomId, body: &str) -> u64 {
+    for _ in 0..200 {
+        match c.send(room, body, Some(body)).await {
+            Ok(s) => return s.seq,
+            Err(ClientError::Server(e)) if e.code == ErrorCode::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("send {body}: {e}"),
+        }
+    }
+    panic!("send {body} never acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_act_as_one() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::spawn(&redis.url())).collect();
+    let room = RoomId::new("team").unwrap();
+
+    // The room on every node (node-local stores), members spread across nodes.
+    let mut members = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let owner = client(n.tcp, &format!("owner{i}")).await;
+        let r = room.clone();
+        owner
+            .call(|id| {
+                ClientFrame::CreateRoom(c::CreateRoom {
+                    id,
+                    name: "Team".into(),
+                    private: false,
+                    description: None,
+                    room: Some(r),
+                })
+            })
+            .await
+            .unwrap();
+        for m in 0..2 {
+            let c = client(n.tcp, &format!("m{i}{m}")).await;
+            c.join(&room).await.unwrap();
+            members.push(c);
+        }
+    }
+    let mut senders: Vec<Arc<Client>> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        senders.push(Arc::new(client(n.tcp, &format!("s{i}")).await));
+    }
+    // A member who is offline everywhere: new messages are queued for push notifications.
+    // (Membership is per node with node-local stores, so ghost joins on every node.)
+    for n in &nodes {
+        let ghost = client(n.tcp, "ghost").await;
+        ghost.join(&room).await.unwrap();
+    }
+    for s in &senders {
+        s.join(&room).await.unwrap();
+    }
+
+    // 1. Concurrent senders on every node: one order everywhere, each message once.
+    const EACH: usize = 40;
+    let mut tasks = Vec::new();
+    for (i, s) in senders.iter().enumerate() {
+        let (s, room) = (s.clone(), room.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for k in 0..EACH {
+                seqs.push(send_acked(&s, &room, &format!("n{i}-{k}")).await);
+            }
+            seqs
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked.sort_unstable();
+    acked.dedup();
+    assert_eq!(acked.len(), 3 * EACH, "seqs are unique across nodes");
+    let mut orders = Vec::new();
+    for m in members.iter_mut() {
+        let got = receive(m, 3 * EACH).await;
+        let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "strictly increasing seq on every node"
+        );
+        assert_eq!(seqs, acked, "every acknowledged message, once");
+        orders.push(got);
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "the same order on every node"
+    );
+
+    // Offline notifications: one `message.created` event per message, listing ghost.
+    let mut conn = roomcast::redis::connect(&redis.url(), None).await.unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let entries: Vec<(String, Vec<(String, String)>)> = ::redis::cmd("XRANGE")
+            .arg("roomcast:offline")
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let events: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(_, f)| serde_json::from_str(&f[0].1).unwrap())
+            .collect();
+        let for_ghost = events
+            .iter()
+            .filter(|e| {
+                e["recipients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == "ghost")
+            })
+            .count();
+        if for_ghost == 3 * EACH {
+            let e = &events[0];
+            assert_eq!(
+                (e["type"].as_str(), e["room"].as_str()),
+                (Some("message.created"), Some("team"))
+            );
+            assert!(
+                e["recipients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r != "s0" && r != "m00"),
+                "online members are not listed"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "offline notifications: {for_ghost} of {}",
+            3 * EACH
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 2. Presence is visible from every node.
+    assert_eq!(presence_of(&members[4], "m00").await, Status::Online);
+    assert_eq!(presence_of(&members[0], "m21").await, Status::Online);
+    assert_eq!(presence_of(&members[0], "nobody").await, Status::Offline);
+
+    // 3. Rate limits hold per user across nodes (history: 1/s, burst 3).
+    let h0 = client(nodes[0].tcp, "reader").await;
+    let h1 = client(nodes[1].tcp, "reader").await;
+    for _ in 0..3 {
+        h0.history(&room, None, Some(1)).await.unwrap();
+    }
+    match h1.history(&room, None, Some(1)).await {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::RateLimited);
+            assert!(e.retry_after_ms.is_some());
+        }
+        other => panic!("the limit is shared across nodes: {other:?}"),
+    }
+
+    // 4. Redis restarts (losing everything) mid-traffic: sends wait or fail with
+    //    `unavailable` (never acknowledged), then service resumes; nothing acknowledged is lost.
+    let last = *acked.last().unwrap();
+    let traffic = {
+        let (s, room) = (senders[1].clone(), room.clone());
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for k in 0..30 {
+                seqs.push(send_acked(&s, &room, &format!("r{k}")).await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seqs
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    redis.restart();
+    let during = traffic.await.unwrap();
+    assert!(
+        during.iter().all(|s| *s > last),
+        "seqs continue above what was used before the restart"
+    );
+    for m in members.iter_mut() {
+        let got = receive(m, during.len()).await;
+        assert_eq!(
+            got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            during,
+            "acknowledged during the restart, delivered everywhere"
+        );
+    }
+
+    // 5. A node killed with SIGKILL: its users go offline within the presence TTL.
+    assert_eq!(presence_of(&members[4], "m00").await, Status::Online);
+    nodes[0].kill9();
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        if presence_of(&members[4], "m00").await == Status::Offline {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "m00 still online 8 s after its node died"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        presence_of(&members[4], "m21").await,
+        Status::Online,
+        "users of live nodes stay online"
+    );
+}
+
+#[test]
+fn redis_without_a_shared_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args([
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
+        ])
+        .args(["--redis", "redis://127.0.0.1:1/0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("ROOMCAST_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node-local") && err.contains("ScyllaDB"),
+        "{err}"
+    );
+}
