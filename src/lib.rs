@@ -27,7 +27,7 @@ pub mod conn;
 pub mod http;
 pub mod ids;
 pub mod presence;
-pub mod proto;
+pub use roomcast_protocol as proto;
 pub mod ratelimit;
 pub mod redis;
 pub mod router;

@@ -471,7 +471,7 @@ impl ClientFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ErrorCode;
+    use crate::ErrorCode;
 
     fn payload(v: serde_json::Value) -> Vec<u8> {
         rmp_serde::to_vec_named(&v).unwrap()

@@ -1,9 +1,12 @@
-//! The v1 wire protocol: framing, the structural check, client and server
-//! frame types, and the error code table. `proto-spec/` documents exactly this.
+//! roomcast-protocol: the v1 wire protocol, shared by the server and the
+//! client SDK — framing, the structural check, client and server frame types,
+//! ids, and the error code table. `proto-spec/` documents exactly this, and
+//! the vectors in `proto-spec/vectors.json` are checked against this crate.
 
 pub mod client;
 pub mod error;
 pub mod frame;
+pub mod ids;
 pub mod server;
 pub mod types;
 pub mod validate;

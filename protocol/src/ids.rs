@@ -1,0 +1,147 @@
+//! Newtype identifiers of the protocol: rooms and users.
+//!
+//! Room and user ids are validated once at the edge (decode time) so the
+//! rest of a server or client can treat them as trusted, cheap-to-clone strings.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest accepted room id, in bytes.
+pub const MAX_ROOM_ID_LEN: usize = 64;
+/// Longest accepted user id (JWT `sub`), in bytes.
+pub const MAX_USER_ID_LEN: usize = 128;
+
+/// A room id: 1..=64 bytes of `[A-Za-z0-9_.:-]`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoomId(Arc<str>);
+
+impl RoomId {
+    /// Validates and wraps a room id.
+    pub fn new(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > MAX_ROOM_ID_LEN {
+            return Err(format!("room id must be 1 to {MAX_ROOM_ID_LEN} bytes"));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        {
+            return Err("room id may only contain A-Z a-z 0-9 _ . : -".into());
+        }
+        Ok(Self(Arc::from(s)))
+    }
+
+    /// A fresh random room id (`r` followed by 24 hex digits, 96 random bits).
+    pub fn random() -> Self {
+        let bytes: [u8; 12] = rand::random();
+        Self(Arc::from(format!("r{}", hex::encode(bytes))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RoomId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::new(&s)
+    }
+}
+
+impl From<RoomId> for String {
+    fn from(r: RoomId) -> String {
+        r.0.to_string()
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RoomId({})", self.0)
+    }
+}
+
+/// A user id, taken from the JWT `sub` claim: 1..=128 bytes, no control characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UserId(Arc<str>);
+
+impl UserId {
+    pub fn new(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > MAX_USER_ID_LEN {
+            return Err(format!("user id must be 1 to {MAX_USER_ID_LEN} bytes"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err("user id must not contain control characters".into());
+        }
+        Ok(Self(Arc::from(s)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for UserId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::new(&s)
+    }
+}
+
+impl From<UserId> for String {
+    fn from(u: UserId) -> String {
+        u.0.to_string()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({})", self.0)
+    }
+}
+
+/// Milliseconds since the Unix epoch, as carried in `ts` fields.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_ids_are_validated() {
+        assert!(RoomId::new("general").is_ok());
+        assert!(RoomId::new("team:eng-1.x_y").is_ok());
+        assert!(RoomId::new("").is_err());
+        assert!(RoomId::new("has space").is_err());
+        assert!(RoomId::new(&"a".repeat(65)).is_err());
+        let r = RoomId::random();
+        assert_eq!(r.as_str().len(), 25);
+        assert!(RoomId::new(r.as_str()).is_ok());
+    }
+
+    #[test]
+    fn user_ids_are_validated() {
+        assert!(UserId::new("alice@example.com").is_ok());
+        assert!(UserId::new("").is_err());
+        assert!(UserId::new("a\nb").is_err());
+    }
+}
