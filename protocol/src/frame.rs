@@ -79,7 +79,7 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut BytesMut, msg: &T) {
 
 /// Encodes one frame into its own `Bytes` (header included).
 pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Bytes {
-    let mut buf = BytesMut::with_capacity(128);
+    let mut buf = BytesMut::with_capacity(256);
     encode_into(&mut buf, msg);
     buf.freeze()
 }

@@ -113,12 +113,13 @@ async fn read_loop<S>(
                 outbox.send(&frame);
             }
             Output::Admit { id, user, sync } => {
-                match dispatch::admit(core, session_id, &user).await {
+                // Boxed: the rare, large futures stay off every idle connection's state.
+                match Box::pin(dispatch::admit(core, session_id, &user)).await {
                     Ok(()) => {
                         admitted = true;
                         outbox.send(&session.welcome(id, user.clone()));
                         if sync {
-                            dispatch::sync(core, &user, outbox).await;
+                            Box::pin(dispatch::sync(core, &user, outbox)).await;
                         }
                     }
                     Err(e) => {
@@ -129,7 +130,7 @@ async fn read_loop<S>(
             }
             Output::Request(req) => {
                 if let Some(user) = session.user() {
-                    dispatch::request(core, session_id, user, outbox, req).await;
+                    Box::pin(dispatch::request(core, session_id, user, outbox, req)).await;
                 }
             }
             Output::Close(e) => {
@@ -140,6 +141,6 @@ async fn read_loop<S>(
         }
     }
     let user = session.user().filter(|_| admitted);
-    dispatch::closed(core, session_id, user, session.joined()).await;
+    Box::pin(dispatch::closed(core, session_id, user, session.joined())).await;
     outbox.close();
 }

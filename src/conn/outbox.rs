@@ -26,8 +26,17 @@ struct Inner {
     queued: AtomicUsize,
     limit: usize,
     slow: AtomicBool,
+    /// Set with `kill`: checked on every push without touching the token's lock.
+    dead: AtomicBool,
     /// Cancelled when the connection is dying (slow consumer, write error, forced close).
     kill: CancellationToken,
+}
+
+impl Inner {
+    fn die(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.kill.cancel();
+    }
 }
 
 /// The push side: cheap to clone, held by routers for each subscription.
@@ -51,6 +60,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             limit,
             slow: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             kill: CancellationToken::new(),
         });
         (
@@ -70,7 +80,7 @@ impl Outbox {
     /// should drop the subscription.
     pub fn push(&self, frames: Bytes) -> bool {
         let inner = &*self.inner;
-        if inner.kill.is_cancelled() {
+        if inner.dead.load(Ordering::Acquire) {
             return false;
         }
         let n = frames.len();
@@ -80,7 +90,7 @@ impl Outbox {
         if before > inner.limit {
             inner.queued.fetch_sub(n, Ordering::AcqRel);
             inner.slow.store(true, Ordering::Release);
-            inner.kill.cancel();
+            inner.die();
             return false;
         }
         inner.tx.send(OutItem::Frames(frames)).is_ok()
@@ -90,7 +100,9 @@ impl Outbox {
     /// its bound; a connection that is behind simply misses them.
     pub fn push_droppable(&self, frames: Bytes) -> bool {
         let inner = &*self.inner;
-        if inner.kill.is_cancelled() || inner.queued.load(Ordering::Acquire) > inner.limit / 2 {
+        if inner.dead.load(Ordering::Acquire)
+            || inner.queued.load(Ordering::Acquire) > inner.limit / 2
+        {
             return false;
         }
         inner.queued.fetch_add(frames.len(), Ordering::AcqRel);
@@ -100,7 +112,7 @@ impl Outbox {
     /// Marks the connection slow and kills it (it closes with `slow_consumer`).
     pub fn kill_slow(&self) {
         self.inner.slow.store(true, Ordering::Release);
-        self.inner.kill.cancel();
+        self.inner.die();
     }
 
     /// The queue's byte bound.
@@ -127,11 +139,11 @@ impl Outbox {
 
     /// Kills the connection now, without flushing.
     pub fn kill(&self) {
-        self.inner.kill.cancel();
+        self.inner.die();
     }
 
     pub fn is_dead(&self) -> bool {
-        self.inner.kill.is_cancelled()
+        self.inner.dead.load(Ordering::Acquire)
     }
 
     pub fn is_slow(&self) -> bool {
@@ -166,6 +178,11 @@ impl OutboxReceiver {
 
     pub fn is_slow(&self) -> bool {
         self.inner.slow.load(Ordering::Acquire)
+    }
+
+    /// Kills the connection (write error, peer gone).
+    pub fn kill(&self) {
+        self.inner.die();
     }
 
     pub fn kill_token(&self) -> CancellationToken {
