@@ -9,10 +9,10 @@
 //! Results and the machine are recorded in docs/TRANSPORTS.md.
 
 use roomcast::auth::Authenticator;
-use roomcast::client::{Client, Endpoint, Trust};
 use roomcast::config::Config;
 use roomcast::proto::ServerFrame;
 use roomcast::server::Server;
+use roomcast_client::{Connection, Endpoint, Trust};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret";
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     config.no_rate_limits = true;
     config.outbox_bytes = 64 * 1024 * 1024;
     let server = Server::bind(config).await?;
-    let pin = roomcast::tls::parse_pin(server.tls_fingerprint()).map_err(anyhow::Error::msg)?;
+    let pin = roomcast_client::parse_pin(server.tls_fingerprint())?;
     let (tcp, http, quic) = (server.tcp_addr()?, server.http_addr()?, server.quic_addr()?);
     let tls = server
         .tls_addr()?
@@ -59,13 +59,13 @@ async fn main() -> anyhow::Result<()> {
     println!("transport subs msgs deliveries/s seconds");
     for (name, ep) in &endpoints {
         let (publisher, _) =
-            Client::connect_with_token(tcp, &auth.mint("publisher", 3600)?).await?;
+            Connection::connect_with_token(tcp, &auth.mint("publisher", 3600)?).await?;
         let room = publisher.create_room(name, false).await?;
         publisher.join(&room).await?;
         let mut members = Vec::new();
         for i in 0..subs {
             let token = auth.mint(&format!("{name}-{i}"), 3600)?;
-            let (c, _) = Client::connect_to_with_token(ep, &token).await?;
+            let (c, _) = Connection::connect_to_with_token(ep, &token).await?;
             c.join(&room).await?;
             members.push(c);
         }

@@ -18,10 +18,10 @@
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
 //! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`.
-//! - [`client`]: a minimal client used by tests and tools.
+//! - The client SDK (connection, resume, offline queue) is its own crate,
+//!   `roomcast-client` in `client/`.
 
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod conn;
 pub mod http;

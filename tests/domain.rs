@@ -5,12 +5,12 @@
 mod common;
 
 use common::*;
-use roomcast::client::{Client, ClientError};
 use roomcast::ids::{RoomId, UserId};
 use roomcast::proto::client::{self as c, ClientFrame};
 use roomcast::proto::server::Message;
 use roomcast::proto::types::{Attachment, MessageKind, Role, RoomKind, Status};
 use roomcast::proto::{ErrorCode, ServerFrame};
+use roomcast_client::{ConnError, Connection};
 use std::time::Duration;
 
 fn uid(s: &str) -> UserId {
@@ -18,23 +18,23 @@ fn uid(s: &str) -> UserId {
 }
 
 /// The error code of a failed call (panics on success).
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
+fn code<T: std::fmt::Debug>(r: Result<T, ConnError>) -> ErrorCode {
     match r {
-        Err(ClientError::Server(e)) => e.code,
+        Err(ConnError::Server(e)) => e.code,
         other => panic!("expected a server error, got {other:?}"),
     }
 }
 
-async fn ok(c: &Client, f: impl FnOnce(u64) -> ClientFrame) -> ServerFrame {
+async fn ok(c: &Connection, f: impl FnOnce(u64) -> ClientFrame) -> ServerFrame {
     c.call(f).await.unwrap()
 }
 
 async fn invite(
-    c: &Client,
+    c: &Connection,
     room: &RoomId,
     max_uses: Option<u32>,
     expires_in_s: Option<u64>,
-) -> Result<String, ClientError> {
+) -> Result<String, ConnError> {
     let room = room.clone();
     match c
         .call(|id| {
@@ -52,7 +52,7 @@ async fn invite(
     }
 }
 
-async fn join_with(c: &Client, room: &RoomId, code: &str) -> Result<ServerFrame, ClientError> {
+async fn join_with(c: &Connection, room: &RoomId, code: &str) -> Result<ServerFrame, ConnError> {
     let (room, invite) = (room.clone(), Some(code.to_string()));
     c.call(|id| {
         ClientFrame::Join(c::Join {
@@ -66,11 +66,11 @@ async fn join_with(c: &Client, room: &RoomId, code: &str) -> Result<ServerFrame,
 }
 
 async fn admin(
-    c: &Client,
+    c: &Connection,
     room: &RoomId,
     user: &str,
     op: &str,
-) -> Result<ServerFrame, ClientError> {
+) -> Result<ServerFrame, ConnError> {
     let ru = |id| c::RoomUser {
         id,
         room: room.clone(),
@@ -92,7 +92,12 @@ async fn admin(
     c.call(frame).await
 }
 
-async fn edit(c: &Client, room: &RoomId, seq: u64, body: &str) -> Result<ServerFrame, ClientError> {
+async fn edit(
+    c: &Connection,
+    room: &RoomId,
+    seq: u64,
+    body: &str,
+) -> Result<ServerFrame, ConnError> {
     let (room, body) = (room.clone(), body.to_string());
     c.call(|id| {
         ClientFrame::Edit(c::Edit {
@@ -105,19 +110,19 @@ async fn edit(c: &Client, room: &RoomId, seq: u64, body: &str) -> Result<ServerF
     .await
 }
 
-async fn delete(c: &Client, room: &RoomId, seq: u64) -> Result<ServerFrame, ClientError> {
+async fn delete(c: &Connection, room: &RoomId, seq: u64) -> Result<ServerFrame, ConnError> {
     let room = room.clone();
     c.call(|id| ClientFrame::Delete(c::Delete { id, room, seq }))
         .await
 }
 
 async fn react(
-    c: &Client,
+    c: &Connection,
     room: &RoomId,
     seq: u64,
     emoji: &str,
     on: bool,
-) -> Result<ServerFrame, ClientError> {
+) -> Result<ServerFrame, ConnError> {
     let (room, emoji) = (room.clone(), emoji.to_string());
     c.call(|id| {
         ClientFrame::React(c::React {
@@ -131,7 +136,7 @@ async fn react(
     .await
 }
 
-async fn read(c: &Client, room: &RoomId, seq: u64) -> u64 {
+async fn read(c: &Connection, room: &RoomId, seq: u64) -> u64 {
     let room = room.clone();
     match ok(c, |id| ClientFrame::Read(c::Read { id, room, seq })).await {
         ServerFrame::ReadAck(a) => a.unread,
@@ -140,7 +145,7 @@ async fn read(c: &Client, room: &RoomId, seq: u64) -> u64 {
 }
 
 /// My unread count in `room`, from the `rooms` list.
-async fn unread(c: &Client, room: &RoomId) -> u64 {
+async fn unread(c: &Connection, room: &RoomId) -> u64 {
     match ok(c, |id| ClientFrame::Rooms(c::Rooms { id })).await {
         ServerFrame::Rooms(r) => r
             .rooms
@@ -152,7 +157,7 @@ async fn unread(c: &Client, room: &RoomId) -> u64 {
     }
 }
 
-async fn history(c: &Client, room: &RoomId) -> Vec<Message> {
+async fn history(c: &Connection, room: &RoomId) -> Vec<Message> {
     c.history(room, None, Some(200)).await.unwrap().messages
 }
 
@@ -393,7 +398,7 @@ async fn invites_expire_run_out_and_can_be_revoked() {
     server.stop().await;
 }
 
-async fn start_direct(c: &Client, peer: &str) -> Result<RoomId, ClientError> {
+async fn start_direct(c: &Connection, peer: &str) -> Result<RoomId, ConnError> {
     match c
         .call(|id| {
             ClientFrame::StartDirect(c::StartDirect {
@@ -591,19 +596,18 @@ async fn messages_carry_kinds_attachments_and_replies() {
         mime: "application/pdf".into(),
         ..att.clone()
     };
-    let Err(ClientError::Server(e)) = alice
+    let Err(ConnError::Server(e)) = alice
         .call(send(vec![bad_mime], MessageKind::Image, None))
         .await
     else {
         panic!()
     };
     assert!(e.message.contains("attachments[0].mime"), "{}", e.message);
-    let Err(ClientError::Server(e)) = alice.call(send(vec![], MessageKind::File, None)).await
-    else {
+    let Err(ConnError::Server(e)) = alice.call(send(vec![], MessageKind::File, None)).await else {
         panic!()
     };
     assert!(e.message.contains("attachments"), "{}", e.message);
-    let Err(ClientError::Server(e)) = alice
+    let Err(ConnError::Server(e)) = alice
         .call(send(vec![att.clone()], MessageKind::Image, Some(77)))
         .await
     else {
@@ -739,7 +743,7 @@ async fn typing_is_pushed_to_others_and_expires() {
     server.stop().await;
 }
 
-async fn next_status(bob: &mut Client) -> Status {
+async fn next_status(bob: &mut Connection) -> Status {
     let fut = async {
         loop {
             if let Some(ServerFrame::Presence(p)) = bob.next_event().await {
@@ -955,7 +959,7 @@ async fn membership_changes_are_pushed() {
 }
 
 /// Every stream event seq a client sees, with its frame.
-async fn collect_stream(c: &mut Client, upto: u64) -> Vec<ServerFrame> {
+async fn collect_stream(c: &mut Connection, upto: u64) -> Vec<ServerFrame> {
     let mut out = Vec::new();
     while out
         .last()

@@ -178,7 +178,7 @@ async fn rate_limits_answer_with_a_retry_hint(t: Transport) {
         alice.send(&room, "ok", None).await.unwrap();
     }
     let err = alice.send(&room, "too fast", None).await.unwrap_err();
-    let roomcast::client::ClientError::Server(e) = err else {
+    let roomcast_client::ConnError::Server(e) = err else {
         panic!("{err:?}")
     };
     assert_eq!(e.code.as_str(), "rate_limited");

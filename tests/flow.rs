@@ -15,9 +15,9 @@ each_transport!(
     private_rooms_refuse_non_members,
     rooms_survive_a_graceful_restart,
 );
-use roomcast::client::ClientError;
 use roomcast::ids::RoomId;
 use roomcast::proto::ErrorCode;
+use roomcast_client::ConnError;
 use std::collections::HashMap;
 
 async fn two_users_chat_and_page_history(t: Transport) {
@@ -205,8 +205,8 @@ async fn private_rooms_refuse_non_members(t: Transport) {
     alice.join(&room).await.unwrap();
     alice.send(&room, "classified", None).await.unwrap();
 
-    let code = |r: Result<_, ClientError>| match r {
-        Err(ClientError::Server(e)) => e.code,
+    let code = |r: Result<_, ConnError>| match r {
+        Err(ConnError::Server(e)) => e.code,
         other => panic!("expected a server error, got {:?}", other.map(|_| ())),
     };
     assert_eq!(

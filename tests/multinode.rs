@@ -8,11 +8,11 @@ mod common;
 
 use common::redis::RedisServer;
 use common::*;
-use roomcast::client::{Client, ClientError};
 use roomcast::ids::{RoomId, UserId};
 use roomcast::proto::client::{self as c, ClientFrame};
 use roomcast::proto::types::Status;
 use roomcast::proto::{ErrorCode, ServerFrame};
+use roomcast_client::{ConnError, Connection};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -92,7 +92,7 @@ impl Drop for Node {
     }
 }
 
-async fn presence_of(c: &Client, user: &str) -> Status {
+async fn presence_of(c: &Connection, user: &str) -> Status {
     match c
         .call(|id| {
             ClientFrame::Presence(c::Presence {
@@ -110,7 +110,7 @@ async fn presence_of(c: &Client, user: &str) -> Status {
 }
 
 /// Reads `msg` pushes until `count` arrived; returns (seq, body) in arrival order.
-async fn receive(c: &mut Client, count: usize) -> Vec<(u64, String)> {
+async fn receive(c: &mut Connection, count: usize) -> Vec<(u64, String)> {
     let mut got = Vec::new();
     while got.len() < count {
         match tokio::time::timeout(Duration::from_secs(15), next_stream_event(c)).await {
@@ -123,11 +123,11 @@ async fn receive(c: &mut Client, count: usize) -> Vec<(u64, String)> {
 }
 
 /// Sends until acknowledged, retrying `unavailable` (Redis away); returns the seq.
-async fn send_acked(c: &Client, room: &RoomId, body: &str) -> u64 {
+async fn send_acked(c: &Connection, room: &RoomId, body: &str) -> u64 {
     for _ in 0..200 {
         match c.send(room, body, Some(body)).await {
             Ok(s) => return s.seq,
-            Err(ClientError::Server(e)) if e.code == ErrorCode::Unavailable => {
+            Err(ConnError::Server(e)) if e.code == ErrorCode::Unavailable => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("send {body}: {e}"),
@@ -167,7 +167,7 @@ async fn three_nodes_act_as_one() {
             members.push(c);
         }
     }
-    let mut senders: Vec<Arc<Client>> = Vec::new();
+    let mut senders: Vec<Arc<Connection>> = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         senders.push(Arc::new(client(n.tcp, &format!("s{i}")).await));
     }
@@ -278,7 +278,7 @@ async fn three_nodes_act_as_one() {
         h0.history(&room, None, Some(1)).await.unwrap();
     }
     match h1.history(&room, None, Some(1)).await {
-        Err(ClientError::Server(e)) => {
+        Err(ConnError::Server(e)) => {
             assert_eq!(e.code, ErrorCode::RateLimited);
             assert!(e.retry_after_ms.is_some());
         }

@@ -9,8 +9,8 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use roomcast::client::Trust;
 use roomcast::proto::ServerFrame;
+use roomcast_client::Trust;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,12 +119,12 @@ async fn tls_and_quic_refuse_a_wrong_pin_and_accept_the_printed_one() {
     for t in [Transport::Tls, Transport::Quic] {
         let mut ep = server.endpoint(t);
         match &mut ep {
-            roomcast::client::Endpoint::Tls { trust, .. }
-            | roomcast::client::Endpoint::Quic { trust, .. } => *trust = Trust::Pin([7; 32]),
+            roomcast_client::Endpoint::Tls { trust, .. }
+            | roomcast_client::Endpoint::Quic { trust, .. } => *trust = Trust::Pin([7; 32]),
             _ => unreachable!(),
         }
         assert!(
-            roomcast::client::Client::connect_to(&ep).await.is_err(),
+            roomcast_client::Connection::connect_to(&ep).await.is_err(),
             "{t:?}"
         );
         client_on(&server, t, "alice").await.ping().await.unwrap();
@@ -153,8 +153,9 @@ async fn quic_raw(
     quinn::SendStream,
     quinn::RecvStream,
 ) {
-    let pin = roomcast::tls::parse_pin(&server.fingerprint).unwrap();
-    let tls = roomcast::tls::client_config(&Trust::Pin(pin), &[roomcast::tls::ALPN]).unwrap();
+    let pin = roomcast_client::parse_pin(&server.fingerprint).unwrap();
+    let tls = roomcast_client::tls::client_config(&Trust::Pin(pin), &[roomcast_client::tls::ALPN])
+        .unwrap();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));

@@ -66,13 +66,19 @@ impl Pending {
         scratch: &mut BytesMut,
     ) -> std::io::Result<usize> {
         let n = if w.is_write_vectored() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (slot, c) in slices.iter_mut().zip(self.chunks.iter()) {
-                *slot = IoSlice::new(c);
-                n += 1;
-            }
-            w.write_vectored(&slices[..n]).await?
+            // The slices are built inside the poll, on the stack: they never become
+            // part of the connection's (long-lived) future state.
+            let chunks = &self.chunks;
+            std::future::poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for (slot, c) in slices.iter_mut().zip(chunks.iter()) {
+                    *slot = IoSlice::new(c);
+                    n += 1;
+                }
+                std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n])
+            })
+            .await?
         } else if self.chunks.len() == 1 {
             w.write(&self.chunks[0]).await?
         } else {

@@ -8,10 +8,10 @@ pub mod redis;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use roomcast::auth::Authenticator;
-use roomcast::client::{Client, Endpoint, Trust};
 use roomcast::config::Config;
 use roomcast::proto::{FrameCodec, ServerFrame};
 use roomcast::server::Server;
+use roomcast_client::{Connection, Endpoint, Trust};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -120,7 +120,7 @@ impl TestServer {
 impl TestServer {
     /// How a client reaches this server over `t` (TLS and QUIC pin the certificate).
     pub fn endpoint(&self, t: Transport) -> Endpoint {
-        let pin = || Trust::Pin(roomcast::tls::parse_pin(&self.fingerprint).expect("pin"));
+        let pin = || Trust::Pin(roomcast_client::parse_pin(&self.fingerprint).expect("pin"));
         match t {
             Transport::Tcp => Endpoint::Tcp(self.tcp),
             Transport::Tls => Endpoint::Tls {
@@ -139,8 +139,8 @@ impl TestServer {
 }
 
 /// A connected, authenticated client over `t`.
-pub async fn client_on(server: &TestServer, t: Transport, user: &str) -> Client {
-    let (c, _) = Client::connect_to_with_token(&server.endpoint(t), &token(user))
+pub async fn client_on(server: &TestServer, t: Transport, user: &str) -> Connection {
+    let (c, _) = Connection::connect_to_with_token(&server.endpoint(t), &token(user))
         .await
         .unwrap_or_else(|e| panic!("connect and hello over {t:?}: {e}"));
     c
@@ -149,12 +149,12 @@ pub async fn client_on(server: &TestServer, t: Transport, user: &str) -> Client 
 /// A frame-level raw connection over any transport, for malformed input:
 /// payloads in (each framed as the transport does it), frames out.
 pub struct Peer {
-    pub client: Client,
+    pub client: Connection,
 }
 
 impl Peer {
     pub async fn connect(server: &TestServer, t: Transport) -> Peer {
-        let client = Client::connect_to(&server.endpoint(t))
+        let client = Connection::connect_to(&server.endpoint(t))
             .await
             .unwrap_or_else(|e| panic!("connect over {t:?}: {e}"));
         Peer { client }
@@ -206,8 +206,8 @@ pub fn token(user: &str) -> String {
         .expect("mint")
 }
 
-pub async fn client(addr: SocketAddr, user: &str) -> roomcast::client::Client {
-    let (c, _) = roomcast::client::Client::connect_with_token(addr, &token(user))
+pub async fn client(addr: SocketAddr, user: &str) -> roomcast_client::Connection {
+    let (c, _) = roomcast_client::Connection::connect_with_token(addr, &token(user))
         .await
         .expect("connect and hello");
     c
@@ -291,7 +291,7 @@ pub fn assert_error(
 }
 
 /// Waits for the next `msg` push on a client, skipping nothing else silently.
-pub async fn next_msg(c: &mut roomcast::client::Client) -> roomcast::proto::server::Message {
+pub async fn next_msg(c: &mut roomcast_client::Connection) -> roomcast::proto::server::Message {
     match next_stream_event(c).await {
         ServerFrame::Msg(m) => m,
         other => panic!("expected msg, got {other:?}"),
@@ -301,7 +301,7 @@ pub async fn next_msg(c: &mut roomcast::client::Client) -> roomcast::proto::serv
 /// Waits for the next stream event push (`msg`, `edit`, `delete`, `reaction`),
 /// skipping ephemeral and membership pushes (read pointers, typing, presence,
 /// member changes), which clients may interleave freely.
-pub async fn next_stream_event(c: &mut roomcast::client::Client) -> ServerFrame {
+pub async fn next_stream_event(c: &mut roomcast_client::Connection) -> ServerFrame {
     loop {
         let f = tokio::time::timeout(WAIT, c.next_event())
             .await

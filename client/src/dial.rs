@@ -1,36 +1,36 @@
-//! Opening a [`Client`](super::Client) connection over each transport: a
-//! stream of inbound frame payloads plus a task that writes outbound frames.
-//! Outbound frames always arrive here length-prefixed (the TCP framing);
-//! byte-stream transports write them as they are, WebSocket sends each frame's
-//! payload as one binary message.
+//! Opening one connection over each transport: a stream of inbound frame
+//! payloads plus a task that writes outbound frames. Outbound frames always
+//! arrive here length-prefixed (the TCP framing); byte-stream transports
+//! write them as they are, WebSocket sends each frame's payload as one binary
+//! message (`proto-spec/transports.md`).
 
-use super::ClientError;
-use crate::proto::frame::split_frames;
-use crate::proto::{FrameCodec, DEFAULT_MAX_FRAME};
+use crate::conn::ConnError;
 use crate::tls::{self, Trust};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
+use roomcast_protocol::frame::split_frames;
+use roomcast_protocol::{FrameCodec, DEFAULT_MAX_FRAME};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::codec::FramedRead;
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
-    /// Plain TCP (`--tcp`).
+    /// Plain TCP (server `--tcp`).
     Tcp(SocketAddr),
-    /// TLS over TCP (`--tls-tcp`). `server_name` is checked only with [`Trust::Roots`].
+    /// TLS over TCP (server `--tls-tcp`). `server_name` is checked only with [`Trust::Roots`].
     Tls {
         addr: SocketAddr,
         server_name: String,
         trust: Trust,
     },
-    /// QUIC (`--quic`), ALPN `roomcast/1`, one bidirectional stream.
+    /// QUIC (server `--quic`), ALPN `roomcast/1`, one bidirectional stream.
     Quic {
         addr: SocketAddr,
         server_name: String,
@@ -40,22 +40,39 @@ pub enum Endpoint {
     Ws(String),
 }
 
+impl Endpoint {
+    /// The transport's short name (`tcp`, `tls`, `quic`, `ws`), for logs.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Endpoint::Tcp(_) => "tcp",
+            Endpoint::Tls { .. } => "tls",
+            Endpoint::Quic { .. } => "quic",
+            Endpoint::Ws(_) => "ws",
+        }
+    }
+}
+
 /// Inbound payloads; the stream ends when the connection does.
-pub(super) type Payloads = BoxStream<'static, Bytes>;
+pub(crate) type Payloads = BoxStream<'static, Bytes>;
 
-/// Accept anything the server may send (it never exceeds 4x its own max frame).
-const MAX_INBOUND: usize = 4 * DEFAULT_MAX_FRAME;
+/// The largest server frame accepted. Server frames are not bounded by
+/// `max_frame` (a history page can be several MB); the spec asks for at least 16 MiB.
+pub const MAX_INBOUND: usize = 16 * DEFAULT_MAX_FRAME;
 
-pub(super) async fn open(
+/// Opens the transport. The writer task ends (and closes the write side) when
+/// `out` is closed or `close` turns true; dropping the returned stream closes
+/// the read side.
+pub(crate) async fn open(
     endpoint: &Endpoint,
     out: mpsc::UnboundedReceiver<Bytes>,
-) -> Result<Payloads, ClientError> {
+    close: watch::Receiver<bool>,
+) -> Result<Payloads, ConnError> {
     match endpoint {
         Endpoint::Tcp(addr) => {
             let socket = TcpStream::connect(addr).await?;
             socket.set_nodelay(true)?;
             let (r, w) = socket.into_split();
-            Ok(bytes_transport(r, w, out, ()))
+            Ok(bytes_transport(r, w, out, close, ()))
         }
         Endpoint::Tls {
             addr,
@@ -71,7 +88,7 @@ pub(super) async fn open(
                 .connect(name, socket)
                 .await?;
             let (r, w) = tokio::io::split(stream);
-            Ok(bytes_transport(r, w, out, ()))
+            Ok(bytes_transport(r, w, out, close, ()))
         }
         Endpoint::Quic {
             addr,
@@ -80,14 +97,25 @@ pub(super) async fn open(
         } => {
             let (connection, endpoint, send, recv) =
                 quic_connect(*addr, server_name, trust).await?;
-            Ok(bytes_transport(recv, send, out, (connection, endpoint)))
+            Ok(bytes_transport(
+                recv,
+                send,
+                out,
+                close,
+                (connection, endpoint),
+            ))
         }
-        Endpoint::Ws(url) => ws_connect(url, out).await,
+        Endpoint::Ws(url) => ws_connect(url, out, close).await,
     }
 }
 
-fn other(e: impl ToString) -> ClientError {
-    ClientError::Io(std::io::Error::other(e.to_string()))
+fn other(e: impl ToString) -> ConnError {
+    ConnError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// Resolves when `close` turns true (or its sender is gone).
+async fn closed(close: &mut watch::Receiver<bool>) {
+    let _ = close.wait_for(|c| *c).await;
 }
 
 /// Frames a byte stream; `keep` lives as long as the writer task (QUIC
@@ -96,6 +124,7 @@ fn bytes_transport<R, W, K>(
     r: R,
     mut w: W,
     mut out: mpsc::UnboundedReceiver<Bytes>,
+    mut close: watch::Receiver<bool>,
     keep: K,
 ) -> Payloads
 where
@@ -103,10 +132,15 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
     K: Send + 'static,
 {
+    let mut reader_close = close.clone();
     tokio::spawn(async move {
         let _keep = keep;
         let mut batch = Vec::new();
-        while out.recv_many(&mut batch, 64).await > 0 {
+        loop {
+            tokio::select! {
+                n = out.recv_many(&mut batch, 64) => if n == 0 { break },
+                _ = closed(&mut close) => break,
+            }
             for b in batch.drain(..) {
                 if w.write_all(&b).await.is_err() {
                     return;
@@ -116,6 +150,7 @@ where
         let _ = w.shutdown().await;
     });
     FramedRead::new(r, FrameCodec::new(MAX_INBOUND))
+        .take_until(async move { closed(&mut reader_close).await })
         .take_while(|r| std::future::ready(r.is_ok()))
         .filter_map(|r| std::future::ready(r.ok()))
         .boxed()
@@ -132,7 +167,7 @@ async fn quic_connect(
         quinn::SendStream,
         quinn::RecvStream,
     ),
-    ClientError,
+    ConnError,
 > {
     let tls = tls::client_config(trust, &[tls::ALPN]).map_err(other)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
@@ -148,18 +183,19 @@ async fn quic_connect(
         .connect(addr, server_name)
         .map_err(other)?
         .await
-        .map_err(|e| ClientError::Io(e.into()))?;
+        .map_err(|e| ConnError::Io(e.into()))?;
     let (send, recv) = connection
         .open_bi()
         .await
-        .map_err(|e| ClientError::Io(e.into()))?;
+        .map_err(|e| ConnError::Io(e.into()))?;
     Ok((connection, endpoint, send, recv))
 }
 
 async fn ws_connect(
     url: &str,
     mut out: mpsc::UnboundedReceiver<Bytes>,
-) -> Result<Payloads, ClientError> {
+    mut close: watch::Receiver<bool>,
+) -> Result<Payloads, ConnError> {
     let uri: tungstenite::http::Uri = url.parse().map_err(other)?;
     let host = uri.host().ok_or_else(|| other("ws url without a host"))?;
     let port = uri.port_u16().unwrap_or(80);
@@ -172,9 +208,14 @@ async fn ws_connect(
         .await
         .map_err(other)?;
     let (mut sink, stream) = ws.split();
+    let mut reader_close = close.clone();
     tokio::spawn(async move {
         let mut batch = Vec::new();
-        while out.recv_many(&mut batch, 64).await > 0 {
+        loop {
+            tokio::select! {
+                n = out.recv_many(&mut batch, 64) => if n == 0 { break },
+                _ = closed(&mut close) => break,
+            }
             for payload in batch.drain(..).flat_map(split_frames) {
                 if sink.feed(Message::Binary(payload)).await.is_err() {
                     return;
@@ -187,6 +228,7 @@ async fn ws_connect(
         let _ = sink.close().await;
     });
     Ok(stream
+        .take_until(async move { closed(&mut reader_close).await })
         .take_while(|m| std::future::ready(matches!(m, Ok(m) if !m.is_close())))
         .filter_map(|m| {
             std::future::ready(match m {
