@@ -5,14 +5,24 @@
 # on the same machine do not overlap. Reports go to $OUT/<scenario>-<n>.{json,txt};
 # `perf.sh summary` prints the median (min-max) table.
 #
+# TRANSPORT=tcp|tls|quic|ws picks the load tool's transport (default tcp; results of the
+# others are named <scenario>-<transport>-<n>); the server always listens on all four
+# (--tcp 7400, --quic 7401, --tls-tcp 7403, --http 7480) and the tool pins the certificate
+# fingerprint the server prints. `perf.sh transports` runs fanout, bigroom, latency and idle
+# over each of tcp, tls, quic and ws.
+#
 #   cargo build --release -p roomcast -p roomcast-load --example relay
-#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|relay|summary]
+#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|reconnect|relay|transports|smoke|summary]
 set -euo pipefail
 BIN=${BIN:-./target/release}
 OUT=${OUT:-/tmp/rc-perf-results}
 RUNS=${RUNS:-3}
 DATA=${DATA:-/tmp/rc-perf}
 LOCK=/tmp/roomcast-bench.lock
+TRANSPORT=${TRANSPORT:-tcp}
+export TRANSPORT
+# Suffix of result names: none for tcp (the historical names), -<transport> otherwise.
+sfx() { [[ $TRANSPORT == tcp ]] && echo "" || echo "-$TRANSPORT"; }
 export ROOMCAST_JWT_SECRET=${ROOMCAST_JWT_SECRET:-bench-secret-bench-secret-bench}
 # 19,000 idle connections fit under a 20,000 open-files limit; raise it for more.
 ulimit -n 200000 2>/dev/null || true
@@ -27,27 +37,79 @@ wait_port() {
   return 1
 }
 
+# The server's certificate fingerprint, from the `sha256=...` on its stdout line.
+wait_pin() {
+  for _ in $(seq 200); do
+    local pin
+    pin=$(grep -o 'sha256=[0-9a-f]\{64\}' "$1" 2>/dev/null | head -1 | cut -d= -f2)
+    [[ -n $pin ]] && { echo "$pin"; return 0; }
+    sleep 0.05
+  done
+  echo "no sha256= line in $1" >&2
+  return 1
+}
+
+start_server() { # NAME: starts roomcast pinned to core 0; sets $pid and $pin
+  rm -rf "$DATA"
+  taskset -c 0 "$BIN/roomcast" serve --no-rate-limits --data-dir "$DATA" \
+    --tcp 127.0.0.1:7400 --quic 127.0.0.1:7401 --tls-tcp 127.0.0.1:7403 --http 127.0.0.1:7480 \
+    >"$OUT/$1.server.out" 2>"$OUT/$1.server.log" &
+  pid=$!
+  pin=$(wait_pin "$OUT/$1.server.out")
+  wait_port 7400
+}
+
 # one NAME SERVER-KIND LOAD-ARGS...: one locked run (called through flock).
 one() {
   local name=$1 kind=$2
   shift 2
-  local pid port
+  local pid pin="" addr
+  local -a tool=(--transport "$TRANSPORT")
   if [[ $kind == relay ]]; then
-    port=7500
-    taskset -c 0 "$BIN/examples/relay" 127.0.0.1:$port 2>"$OUT/$name.server.log" &
+    taskset -c 0 "$BIN/examples/relay" 127.0.0.1:7500 2>"$OUT/$name.server.log" &
+    pid=$!
+    wait_port 7500
+    tool=(--addr 127.0.0.1:7500)
   else
-    port=7400
-    rm -rf "$DATA"
-    taskset -c 0 "$BIN/roomcast" serve --no-rate-limits --data-dir "$DATA" \
-      --tcp 127.0.0.1:$port --http 127.0.0.1:7480 2>"$OUT/$name.server.log" &
+    start_server "$name"
+    case $TRANSPORT in
+      tcp) addr=127.0.0.1:7400 ;;
+      tls) addr=127.0.0.1:7403 ;;
+      quic) addr=127.0.0.1:7401 ;;
+      ws) addr=127.0.0.1:7480 ;;
+      *) echo "TRANSPORT must be tcp, tls, quic or ws" >&2; return 2 ;;
+    esac
+    tool+=(--addr "$addr")
+    [[ $TRANSPORT == tls || $TRANSPORT == quic ]] && tool+=(--pin "$pin")
   fi
-  pid=$!
-  wait_port $port
   cat /proc/loadavg >"$OUT/$name.loadavg"
-  taskset -c 1 "$BIN/roomcast-load" --addr 127.0.0.1:$port --server-pid $pid --quiet \
+  taskset -c 1 "$BIN/roomcast-load" "${tool[@]}" --server-pid $pid --quiet \
     --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" || true
   kill $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
+  cat "$OUT/$name.txt"
+}
+
+# reconnect NAME: one locked reconnect storm; the tool restarts the server gracefully
+# (SIGTERM, wait for exit, start again on the same data dir, so the same certificate).
+reconnect_one() {
+  local name=$1 pid pin addr
+  shift
+  start_server "$name"
+  echo $pid >"$OUT/$name.pid"
+  case $TRANSPORT in
+    tcp) addr=127.0.0.1:7400 ;; tls) addr=127.0.0.1:7403 ;;
+    quic) addr=127.0.0.1:7401 ;; ws) addr=127.0.0.1:7480 ;;
+  esac
+  local restart="p=\$(cat $OUT/$name.pid); kill -TERM \$p; while kill -0 \$p 2>/dev/null; do sleep 0.02; done;
+    taskset -c 0 $BIN/roomcast serve --no-rate-limits --data-dir $DATA --tcp 127.0.0.1:7400 \
+      --quic 127.0.0.1:7401 --tls-tcp 127.0.0.1:7403 --http 127.0.0.1:7480 \
+      >>$OUT/$name.server.out 2>>$OUT/$name.server.log </dev/null & echo \$! >$OUT/$name.pid"
+  taskset -c 1 "$BIN/roomcast-load" --transport "$TRANSPORT" --addr "$addr" --pin "$pin" --quiet \
+    --json "$OUT/$name.json" reconnect-storm --restart-cmd "$restart" "$@" >"$OUT/$name.txt" || true
+  pid=$(cat "$OUT/$name.pid")
+  kill $pid 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
   cat "$OUT/$name.txt"
 }
 
@@ -73,7 +135,9 @@ M = lambda v: f"{v/1e6:.2f} M"
 K = lambda v: f"{v/1e3:.1f} k"
 MS = lambda v: f"{v:.2f}"
 P = lambda v: f"{v:.0f}%"
-for name in ["fanout", "bigroom", "latency", "relay-fanout", "relay-bigroom", "idle", "storm"]:
+base = ["fanout", "bigroom", "latency", "idle", "storm", "reconnect"]
+names = ["relay-fanout", "relay-bigroom"] + base + [f"{b}-{t}" for t in ["tls", "quic", "ws"] for b in base]
+for name in names:
     rs = load(name)
     if not rs: continue
     lat = lambda r, q: r["latency"].get("delivery", {}).get(q)
@@ -89,6 +153,9 @@ for name in ["fanout", "bigroom", "latency", "relay-fanout", "relay-bigroom", "i
     print(f"server cpu     {cell([(r.get('server') or {}).get('cpu_percent') for r in rs], P)}")
     print(f"rss/conn KiB   {cell([(r.get('server') or {}).get('rss_per_connection_kib') for r in rs], lambda v: f'{v:.2f}')}")
     print(f"handshakes/s   {cell([r['extra'].get('handshakes_per_second') for r in rs], K)}")
+    if name.startswith("reconnect"):
+        print(f"all back s     {cell([r['extra'].get('time_to_all_reconnected_s') for r in rs], MS)}")
+        print(f"outage s       {cell([r['extra'].get('outage_s') for r in rs], MS)}")
     print(f"connections    {[r['connections'] for r in rs]} failed {[r['connections_failed'] for r in rs]}")
     print()
 PY
@@ -96,15 +163,29 @@ PY
 
 case "${1:-all}" in
   one) shift; one "$@" ;;
-  fanout) series fanout roomcast fanout --rooms 10 --members 100 --publishers 1 --inflight 64 --duration 5s ;;
-  bigroom) series bigroom roomcast bigroom --rooms 1 --members 2000 --publishers 1 --inflight 64 --duration 5s ;;
-  latency) series latency roomcast latency --rooms 10 --members 100 --rate 1000 --duration 10s ;;
-  idle) series idle roomcast idle --rooms 95 --members 200 --duration 5s ;;
-  storm) series storm roomcast connect-storm --connections 20000 --concurrency 128 ;;
+  reconnect_one) shift; reconnect_one "$@" ;;
+  fanout) series "fanout$(sfx)" roomcast fanout --rooms 10 --members 100 --publishers 1 --inflight 64 --duration 5s ;;
+  bigroom) series "bigroom$(sfx)" roomcast bigroom --rooms 1 --members 2000 --publishers 1 --inflight 64 --duration 5s ;;
+  latency) series "latency$(sfx)" roomcast latency --rooms 10 --members 100 --rate 1000 --duration 10s ;;
+  idle) series "idle$(sfx)" roomcast idle --rooms 95 --members 200 --duration 5s ;;
+  storm) series "storm$(sfx)" roomcast connect-storm --connections 20000 --concurrency 128 ;;
+  reconnect)
+    for i in $(seq "$RUNS"); do
+      flock "$LOCK" "$0" reconnect_one "reconnect$(sfx)-$i" --connections 5000
+    done ;;
+  transports)
+    for t in tcp tls quic ws; do
+      for s in fanout bigroom latency idle; do TRANSPORT=$t "$0" "$s"; done
+    done
+    "$0" summary ;;
+  smoke) # one short run per transport, to check the setup (not a measurement)
+    for t in tcp tls quic ws; do
+      TRANSPORT=$t flock "$LOCK" "$0" one "smoke-$t" roomcast fanout --rooms 10 --members 100 --duration 2s
+    done ;;
   relay)
     series relay-fanout relay fanout --rooms 10 --members 100 --publishers 1 --inflight 64 --duration 5s
     series relay-bigroom relay bigroom --rooms 1 --members 2000 --publishers 1 --inflight 64 --duration 5s ;;
   summary) summary ;;
   all) for s in relay fanout bigroom latency idle storm; do "$0" "$s"; done; summary ;;
-  *) echo "usage: $0 [all|fanout|bigroom|latency|idle|storm|relay|summary]" >&2; exit 2 ;;
+  *) echo "usage: [TRANSPORT=tcp|tls|quic|ws] $0 [all|fanout|bigroom|latency|idle|storm|reconnect|relay|transports|smoke|summary]" >&2; exit 2 ;;
 esac

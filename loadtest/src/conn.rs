@@ -56,6 +56,7 @@ impl ConnError {
             ConnError::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 "connect_refused".into()
             }
+            ConnError::Io(e) if e.kind() == io::ErrorKind::TimedOut => "timeout".into(),
             ConnError::Io(_) => "io".into(),
             ConnError::Closed => "closed".into(),
             ConnError::Wire(_) => "bad_frame".into(),
@@ -88,7 +89,7 @@ impl Conn {
     /// Connects (connection number `n` picks the source address) with a read
     /// buffer of `read_buffer` bytes, grown only for a frame larger than it.
     pub async fn open(target: &Target, n: usize, read_buffer: usize) -> io::Result<Conn> {
-        let stream = target.connect(n).await?;
+        let stream = target.connect(n, read_buffer).await?;
         Ok(Conn {
             stream,
             rbuf: vec![0; read_buffer.max(64)],
@@ -105,11 +106,13 @@ impl Conn {
         id
     }
 
-    /// Writes everything in the write buffer.
+    /// Writes everything in the write buffer (and pushes it out of any
+    /// transport-level buffer: TLS records, WebSocket messages).
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
+            self.stream.flush().await?;
         }
         Ok(())
     }

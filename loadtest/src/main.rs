@@ -3,7 +3,7 @@
 //! prints the summary and writes `--json`.
 
 use clap::{Parser, Subcommand};
-use roomcast_load::opts::{Common, MixedArgs, RoomsArgs, StormArgs};
+use roomcast_load::opts::{Common, MixedArgs, ReconnectArgs, RoomsArgs, StormArgs};
 use roomcast_load::scenario;
 use roomcast_load::Report;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[command(
     name = "roomcast-load",
     version,
-    about = "Load generator for roomcast: fan-out, latency, big room, idle connections, connect storms, mixed chat",
+    about = "Load generator for roomcast: fan-out, latency, big room, idle connections, connect and reconnect storms, mixed chat",
     after_help = "Every scenario is bounded in count and time and stops by itself. See loadtest/README.md."
 )]
 struct Cli {
@@ -51,6 +51,8 @@ enum Scenario {
     Idle(RoomsArgs),
     /// Handshakes per second (connect + hello + welcome).
     ConnectStorm(StormArgs),
+    /// N clients connected; the server restarts (--restart-cmd or the operator); how fast all are back.
+    ReconnectStorm(ReconnectArgs),
     /// A chat profile: joins, sends, history reads, leaves.
     Mixed(MixedArgs),
 }
@@ -107,6 +109,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Scenario::Latency(a) => scenario::rooms::run("latency", c, a).await,
         Scenario::Idle(a) => scenario::rooms::run("idle", c, a).await,
         Scenario::ConnectStorm(a) => scenario::storm::run(c, a).await,
+        Scenario::ReconnectStorm(a) => scenario::reconnect::run(c, a).await,
         Scenario::Mixed(a) => scenario::mixed::run(c, a).await,
     }
 }

@@ -3,7 +3,7 @@
 //! other tools build them with `::defaults()` and change fields.
 
 use crate::clock::parse_duration;
-use crate::transport::{Target, Transport};
+use crate::transport::{Target, Transport, Trust};
 use clap::{Args, Parser};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,12 +11,20 @@ use std::time::Duration;
 
 #[derive(Args, Clone, Debug)]
 pub struct Common {
-    /// Server address (the TCP listener).
-    #[arg(long, env = "ROOMCAST_LOAD_ADDR", default_value = "127.0.0.1:7400")]
-    pub addr: SocketAddr,
-    /// Transport: tcp (tls, quic and ws are accepted names that fail until implemented).
+    /// Server address for the transport [default: tcp 127.0.0.1:7400, quic 127.0.0.1:7401,
+    /// ws 127.0.0.1:7480 (the HTTP listener), tls 127.0.0.1:7403 (the server's --tls-tcp)].
+    #[arg(long, env = "ROOMCAST_LOAD_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Transport: tcp, tls (TCP + TLS), quic (one bidirectional stream) or ws (GET /ws).
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: Transport,
+    /// SHA-256 of the server's certificate (the `sha256=...` it prints at startup), for
+    /// tls and quic; hex, with or without `:` separators or a `sha256:` prefix.
+    #[arg(long, env = "ROOMCAST_LOAD_PIN")]
+    pub pin: Option<String>,
+    /// tls and quic: accept any server certificate (loopback benchmarking only).
+    #[arg(long, conflicts_with = "pin")]
+    pub insecure: bool,
     /// HS256 secret to mint tokens with (the server's ROOMCAST_JWT_SECRET).
     #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -52,13 +60,27 @@ pub struct Common {
 }
 
 impl Common {
+    /// The server address: `--addr`, or the transport's default.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.unwrap_or_else(|| self.transport.default_addr())
+    }
+
+    /// How to trust the server's certificate (`--pin` / `--insecure`).
+    pub fn trust(&self) -> anyhow::Result<Option<Trust>> {
+        if let Some(pin) = &self.pin {
+            let pin = roomcast::tls::parse_pin(pin).map_err(|e| anyhow::anyhow!("--pin: {e}"))?;
+            return Ok(Some(Trust::Pin(pin)));
+        }
+        Ok(self.insecure.then_some(Trust::Insecure))
+    }
+
     pub fn target(&self) -> anyhow::Result<Target> {
-        self.transport.check()?;
-        Ok(Target {
-            transport: self.transport,
-            addr: self.addr,
-            source_addrs: self.source_addrs,
-        })
+        Target::new(
+            self.transport,
+            self.addr(),
+            self.source_addrs,
+            self.trust()?,
+        )
     }
 
     /// Defaults pointed at `addr` with `secret` (for tests and embedding).
@@ -69,7 +91,7 @@ impl Common {
             c: Common,
         }
         let mut c = W::parse_from(["roomcast-load"]).c;
-        c.addr = addr;
+        c.addr = Some(addr);
         c.secret = Some(secret.to_string());
         c.token_cmd = None;
         c.quiet = true;
@@ -210,6 +232,53 @@ impl StormArgs {
         struct W {
             #[command(flatten)]
             a: StormArgs,
+        }
+        W::parse_from(["roomcast-load"]).a
+    }
+}
+
+/// `reconnect-storm`: N clients connected, the server restarts, how fast all N are back.
+#[derive(Args, Clone, Debug, serde::Serialize)]
+pub struct ReconnectArgs {
+    /// Clients (one connection each).
+    #[arg(long, default_value_t = 1_000)]
+    pub connections: usize,
+    /// Command that restarts the server, run with `sh -c` once every client is
+    /// connected (it must return: start the new server in the background).
+    /// Without it the tool waits for the operator to restart the server.
+    #[arg(long)]
+    pub restart_cmd: Option<String>,
+    /// How long to wait for the server to go away once every client is connected.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub wait: Duration,
+    /// After the first disconnect, how long clients keep trying to come back.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Bound of one reconnect attempt (connect + hello + welcome).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub attempt_timeout: Duration,
+    /// First backoff after a failure without `retry_after_ms` (refused, reset, timeout).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub backoff_initial: Duration,
+    /// Largest backoff (it doubles per failed attempt up to this).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub backoff_max: Duration,
+    /// A server's `retry_after_ms` is waited for, plus up to this fraction of it at random.
+    #[arg(long, default_value_t = 0.5)]
+    pub jitter: f64,
+}
+
+impl ReconnectArgs {
+    pub fn defaults() -> ReconnectArgs {
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: ReconnectArgs,
         }
         W::parse_from(["roomcast-load"]).a
     }

@@ -246,6 +246,8 @@ pub struct Frame<'a> {
     pub close: bool,
     /// `welcome.heartbeat_ms`.
     pub heartbeat_ms: u64,
+    /// `error.retry_after_ms` (`server_busy`, `shutting_down`, `rate_limited`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Frame<'_> {
@@ -451,6 +453,7 @@ pub fn parse(payload: &[u8]) -> Result<Frame<'_>, WireError> {
             (b"message", Val::Str(s)) => f.message = s,
             (b"close", Val::Bool(b)) => f.close = b,
             (b"heartbeat_ms", Val::UInt(v)) => f.heartbeat_ms = v,
+            (b"retry_after_ms", Val::UInt(v)) => f.retry_after_ms = Some(v),
             _ => {}
         }
     }
@@ -554,6 +557,7 @@ mod tests {
             (f.kind, f.id, f.code, f.close),
             (Kind::Error, Some(9), &b"slow_consumer"[..], true)
         );
+        assert_eq!(f.retry_after_ms, Some(5));
 
         let m = serde_json::json!({"t": "msg", "room": "r", "seq": 1, "body": "b", "ts": 1.5});
         let bytes = server_frame(serde_json::json!({

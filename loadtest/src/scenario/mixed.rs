@@ -107,7 +107,7 @@ pub async fn run(common: &Common, args: &MixedArgs) -> anyhow::Result<Report> {
     let mut report = Report {
         scenario: "mixed".into(),
         transport: format!("{:?}", common.transport).to_lowercase(),
-        target: common.addr.to_string(),
+        target: common.addr().to_string(),
         params: serde_json::to_value(args)?,
         elapsed_s: elapsed,
         tool_cpu_percent: tool_cpu.percent(),

@@ -3,9 +3,11 @@
 //!
 //! - [`rooms`]: rooms × members × publishers (`fanout`, `bigroom`, `latency`, `idle`).
 //! - [`storm`]: handshakes per second (`connect-storm`).
+//! - [`reconnect`]: every client back after a server restart (`reconnect-storm`).
 //! - [`mixed`]: a chat profile of joins, sends, history reads and leaves (`mixed`).
 
 pub mod mixed;
+pub mod reconnect;
 pub mod rooms;
 pub mod storm;
 

@@ -119,7 +119,7 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
     let mut report = Report {
         scenario: scenario.to_string(),
         transport: format!("{:?}", common.transport).to_lowercase(),
-        target: common.addr.to_string(),
+        target: common.addr().to_string(),
         params: serde_json::to_value(args)?,
         ..Report::default()
     };
