@@ -66,8 +66,13 @@ async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: WebSocketUpgra
     }
     let max = b.core.config.max_frame;
     let permit = b.core.permits.clone().try_acquire_owned().ok();
+    // Small buffers: tungstenite's defaults (128 KiB each way) would cost an idle
+    // browser connection ~140 KiB; ours grow only while a large frame is in flight.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(max.saturating_mul(2))
         .on_upgrade(move |socket| {
             let Bridge {
                 core,
