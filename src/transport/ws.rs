@@ -72,7 +72,7 @@ async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: WebSocketUpgra
         .max_frame_size(max)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(max.saturating_mul(2))
+        .max_write_buffer_size(16 * 1024 + max.saturating_mul(2))
         .on_upgrade(move |socket| {
             let Bridge {
                 core,
