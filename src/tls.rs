@@ -9,13 +9,12 @@
 //! Only the ring crypto provider is used: every config is built with
 //! [`provider`], and [`install_default_provider`] installs it process-wide
 //! once, so a second provider compiled in by some dependency can never make
-//! rustls panic at the first handshake.
+//! rustls panic at the first handshake. (The client side — pinning, CA
+//! roots — lives in the SDK, `roomcast-client`.)
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -162,106 +161,6 @@ pub fn server_config(
         .map_err(|e| anyhow::anyhow!("certificate {}: {e}", identity.source.display()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
-}
-
-/// How a client decides to trust the server's certificate.
-#[derive(Clone, Debug)]
-pub enum Trust {
-    /// Accept exactly the certificate with this SHA-256 fingerprint (names
-    /// and expiry are not checked: the pin is the identity).
-    Pin([u8; 32]),
-    /// Verify the chain against these roots (and the server name), as usual.
-    Roots(Vec<CertificateDer<'static>>),
-}
-
-/// A rustls client config for `trust`, offering `alpn`.
-pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .map_err(|e| anyhow::anyhow!("tls versions: {e}"))?;
-    let mut config = match trust {
-        Trust::Pin(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier {
-                pin: *pin,
-                provider: provider(),
-            }))
-            .with_no_client_auth(),
-        Trust::Roots(roots) => {
-            let mut store = rustls::RootCertStore::empty();
-            for r in roots {
-                store
-                    .add(r.clone())
-                    .map_err(|e| anyhow::anyhow!("root certificate: {e}"))?;
-            }
-            builder.with_root_certificates(store).with_no_client_auth()
-        }
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
-}
-
-/// Accepts the one certificate whose SHA-256 matches the pin; handshake
-/// signatures are still verified, so the peer must hold its key.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate fingerprint {} does not match the pin",
-                hex::encode(got)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[cfg(test)]
