@@ -536,7 +536,12 @@ pub fn client_config(trust: &Trust) -> anyhow::Result<rustls::ClientConfig> {
     roomcast::tls::install_default_provider();
     match trust {
         Trust::Pin(pin) => {
-            roomcast::tls::client_config(&roomcast::tls::Trust::Pin(*pin), &[roomcast::tls::ALPN])
+            // The SDK's pin verifier: the same check real clients make.
+            roomcast_client::tls::client_config(
+                &roomcast_client::Trust::Pin(*pin),
+                &[roomcast_client::tls::ALPN],
+            )
+            .map_err(|e| anyhow::anyhow!("tls: {e}"))
         }
         Trust::Insecure => {
             let provider = roomcast::tls::provider();
