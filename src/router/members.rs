@@ -159,15 +159,13 @@ impl Shard {
             user: user.clone(),
             reason,
         });
-        let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
-        let done = Done::Reply {
-            room: room_id.clone(),
-            reply: Some(reply),
-            frame: Some(Box::new(frame)),
-            push: Some(Box::new(push)),
-            then: Then::DropUser(user.clone()),
-        };
-        self.write(room_id, muts, Some(done));
+        self.write_then_ok(
+            room_id,
+            muts,
+            reply,
+            Some(push),
+            Then::DropUser(user.clone()),
+        );
     }
 
     pub(super) fn leave_room(&mut self, room_id: &RoomId, user: UserId, reply: ReplyTo) {
@@ -243,35 +241,16 @@ impl Shard {
                 if target_role.is_some() {
                     self.remove_member(room_id, &target, LeaveReason::Banned, reply, vec![ban]);
                 } else {
-                    let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
-                    let done = Done::Reply {
-                        room: room_id.clone(),
-                        reply: Some(reply),
-                        frame: Some(Box::new(frame)),
-                        push: None,
-                        then: Then::Nothing,
-                    };
-                    self.write(room_id, [ban], Some(done));
+                    self.write_then_ok(room_id, [ban], reply, None, Then::Nothing);
                 }
             }
             AdminOp::Unban => {
                 room.bans.remove(&target);
-                let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
-                let done = Done::Reply {
+                let unban = Mutation::DelBan {
                     room: room_id.clone(),
-                    reply: Some(reply),
-                    frame: Some(Box::new(frame)),
-                    push: None,
-                    then: Then::Nothing,
+                    user: target,
                 };
-                self.write(
-                    room_id,
-                    [Mutation::DelBan {
-                        room: room_id.clone(),
-                        user: target,
-                    }],
-                    Some(done),
-                );
+                self.write_then_ok(room_id, [unban], reply, None, Then::Nothing);
             }
             AdminOp::SetRole(role) => {
                 if role == Role::Owner {
@@ -294,15 +273,7 @@ impl Shard {
                     user: target,
                     role,
                 });
-                let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
-                let done = Done::Reply {
-                    room: room_id.clone(),
-                    reply: Some(reply),
-                    frame: Some(Box::new(frame)),
-                    push: Some(Box::new(push)),
-                    then: Then::Nothing,
-                };
-                self.write(room_id, [put], Some(done));
+                self.write_then_ok(room_id, [put], reply, Some(push), Then::Nothing);
             }
             AdminOp::Transfer => {
                 if target_role.is_none() {
@@ -334,7 +305,7 @@ impl Shard {
                         role: Role::Admin,
                     }),
                 ];
-                self.write(room_id, muts, None);
+                // Both role changes are pushed once the write is stored; the reply goes last.
                 let [first, second] = pushes;
                 self.done.push(Done::Reply {
                     room: room_id.clone(),
@@ -343,14 +314,7 @@ impl Shard {
                     push: Some(Box::new(first)),
                     then: Then::Nothing,
                 });
-                let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
-                self.done.push(Done::Reply {
-                    room: room_id.clone(),
-                    reply: Some(reply),
-                    frame: Some(Box::new(frame)),
-                    push: Some(Box::new(second)),
-                    then: Then::Nothing,
-                });
+                self.write_then_ok(room_id, muts, reply, Some(second), Then::Nothing);
             }
         }
     }
@@ -403,15 +367,7 @@ impl Shard {
             description: room.meta.description.clone(),
             private: room.meta.private,
         });
-        let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
-        let done = Done::Reply {
-            room: room_id.clone(),
-            reply: Some(reply),
-            frame: Some(Box::new(frame)),
-            push: Some(Box::new(push)),
-            then: Then::Nothing,
-        };
-        self.write(room_id, muts, Some(done));
+        self.write_then_ok(room_id, muts, reply, Some(push), Then::Nothing);
     }
 
     pub(super) fn delete_room(&mut self, room_id: &RoomId, user: UserId, reply: ReplyTo) {
@@ -445,15 +401,30 @@ impl Shard {
         let push = ServerFrame::RoomDeleted(RoomDeleted {
             room: room_id.clone(),
         });
-        let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
+        self.write_then_ok(room_id, muts, reply, Some(push), Then::DropAll);
+    }
+
+    /// Writes `mutations`; once stored, replies `ok {room}` and pushes `push` to the room.
+    fn write_then_ok(
+        &mut self,
+        room_id: &RoomId,
+        mutations: impl IntoIterator<Item = Mutation>,
+        reply: ReplyTo,
+        push: Option<ServerFrame>,
+        then: Then,
+    ) {
         let done = Done::Reply {
             room: room_id.clone(),
+            frame: Some(Box::new(ServerFrame::ok(
+                reply.id,
+                Some(room_id.clone()),
+                None,
+            ))),
             reply: Some(reply),
-            frame: Some(Box::new(frame)),
-            push: Some(Box::new(push)),
-            then: Then::DropAll,
+            push: push.map(Box::new),
+            then,
         };
-        self.write(room_id, muts, Some(done));
+        self.write(room_id, mutations, Some(done));
     }
 
     fn require_admin(&mut self, room_id: &RoomId, user: &UserId, reply: &ReplyTo) -> bool {
@@ -550,15 +521,7 @@ impl Shard {
         };
         inv.revoked = true;
         let put = Mutation::PutInvite(inv.clone());
-        let frame = ServerFrame::ok(reply.id, Some(room_id.clone()), None);
-        let done = Done::Reply {
-            room: room_id.clone(),
-            reply: Some(reply),
-            frame: Some(Box::new(frame)),
-            push: None,
-            then: Then::Nothing,
-        };
-        self.write(room_id, [put], Some(done));
+        self.write_then_ok(room_id, [put], reply, None, Then::Nothing);
     }
 
     pub(super) fn members(&mut self, room_id: &RoomId, user: UserId, reply: ReplyTo) {
