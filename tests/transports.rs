@@ -343,3 +343,60 @@ async fn ws_origins_outside_the_allowed_list_are_forbidden() {
     ws_raw(&server, None).await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn ws_slow_consumers_are_cut_off_with_1013() {
+    let mut server = TestServer::start_with(|c| {
+        c.no_rate_limits = true;
+        c.outbox_bytes = 256 * 1024;
+    })
+    .await;
+    let alice = client_on(&server, Transport::Tcp, "alice").await;
+    let room = alice.create_room("firehose", false).await.unwrap();
+    alice.join(&room).await.unwrap();
+    // A browser that joins and then stops reading.
+    let mut ws = ws_raw(&server, None).await.unwrap();
+    ws.send(payload(
+        json!({"t": "hello", "v": 1, "token": token("sloth"), "id": 1}),
+    ))
+    .await
+    .unwrap();
+    ws.send(payload(
+        json!({"t": "join", "id": 2, "room": room.as_str()}),
+    ))
+    .await
+    .unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("WAIT") {
+            Some(Ok(Message::Binary(b)))
+                if matches!(ServerFrame::decode(&b), Ok(ServerFrame::Joined(_))) =>
+            {
+                break
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // The publisher is never blocked while the browser does not read.
+    let body = "z".repeat(1000);
+    for _ in 0..80 {
+        for a in
+            futures_util::future::join_all((0..100).map(|_| alice.send(&room, &body, None))).await
+        {
+            a.unwrap();
+        }
+    }
+    let (frames, code) = ws_until_close(&mut ws).await;
+    let seqs: Vec<u64> = frames.iter().filter_map(ServerFrame::stream_seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "a gapless prefix"
+    );
+    assert!(
+        matches!(frames.last(), Some(ServerFrame::Error(e)) if e.code.as_str() == "slow_consumer"),
+        "slow_consumer before the close: {:?}",
+        frames.last()
+    );
+    assert_eq!(code, Some(1013));
+    server.stop().await;
+}
