@@ -16,7 +16,8 @@ use crate::store::{Mutation, RoomMeta, RoomOverview};
 use std::sync::Arc;
 
 fn limited(action: Action, retry: std::time::Duration) -> WireError {
-    let ms = (retry.as_millis() as u64).max(1);
+    // Rounded up: a client that waits exactly the hint must not be refused again.
+    let ms = (retry.as_micros().div_ceil(1000) as u64).max(1);
     WireError::new(
         ErrorCode::RateLimited,
         format!("{action:?} rate limit; retry in {ms} ms"),
