@@ -131,10 +131,16 @@ impl Shard {
             .map(|(u, _)| u.clone())
             .collect();
         let live = seq <= room.last_seq;
+        // One pass over the subscribers, not one per member.
+        let subscribed: std::collections::HashSet<&UserId> = if live {
+            room.subscribers.values().map(|s| &s.user).collect()
+        } else {
+            Default::default()
+        };
         let mut delivered: Vec<UserId> = room
             .members
             .iter()
-            .filter(|(u, m)| m.delivered_seq >= seq || (live && room.user_is_subscribed(u)))
+            .filter(|(u, m)| m.delivered_seq >= seq || subscribed.contains(u))
             .map(|(u, _)| u.clone())
             .collect();
         readers.sort();
