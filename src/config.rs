@@ -121,6 +121,27 @@ pub struct Config {
     )]
     pub ws_allowed_origins: Vec<String>,
 
+    /// Offer per-message compression (RFC 7692 permessage-deflate) on `/ws`.
+    /// Off by default: every compressed message costs a deflate per subscriber,
+    /// where uncompressed ones share one encoding (docs/TRANSPORTS.md).
+    #[arg(long, env = "ROOMCAST_WS_COMPRESSION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ws_compression: bool,
+
+    /// Deflate level for `/ws` compression, 1 (fastest) to 9 (smallest).
+    #[arg(long, env = "ROOMCAST_WS_COMPRESSION_LEVEL", default_value_t = 1)]
+    pub ws_compression_level: u32,
+
+    /// Messages smaller than this many bytes go out uncompressed (acks, typing,
+    /// receipts rarely shrink under deflate).
+    #[arg(long, env = "ROOMCAST_WS_COMPRESSION_MIN_BYTES", default_value_t = 256)]
+    pub ws_compression_min_bytes: usize,
+
+    /// Keep the deflate window between messages (better ratio, about 370 KiB of
+    /// state per connection). Off: every message is compressed on its own with
+    /// state borrowed from a shared pool, so idle connections cost no more.
+    #[arg(long, env = "ROOMCAST_WS_COMPRESSION_CONTEXT_TAKEOVER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ws_compression_context_takeover: bool,
+
     /// Directory for the embedded store and the generated JWT secret.
     #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -361,6 +382,10 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.max_frame >= 64, "max_frame must be at least 64 bytes");
         anyhow::ensure!(
+            (1..=9).contains(&self.ws_compression_level),
+            "ws_compression_level must be between 1 and 9"
+        );
+        anyhow::ensure!(
             self.max_frame <= u32::MAX as usize,
             "max_frame must fit in 32 bits"
         );
@@ -443,5 +468,16 @@ mod tests {
         assert_eq!(c.max_frame, 1024 * 1024);
         assert_eq!(c.hello_timeout_ms, 10_000);
         assert_eq!(c.max_body_chars, 5_000);
+        assert!(!c.ws_compression, "WebSocket compression is off by default");
+    }
+
+    #[test]
+    fn ws_compression_level_is_checked() {
+        let mut c = Config::for_tests("/tmp/x");
+        c.ws_compression_level = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("ws_compression_level"), "{err}");
+        c.ws_compression_level = 9;
+        c.validate().unwrap();
     }
 }

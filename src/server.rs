@@ -295,11 +295,7 @@ impl Server {
             tracker.clone(),
             conns.clone(),
         )));
-        let bridge = transport::ws::Bridge {
-            core: core.clone(),
-            tracker: tracker.clone(),
-            shutdown: conns.clone(),
-        };
+        let bridge = transport::ws::Bridge::new(core.clone(), tracker.clone(), conns.clone());
         let http_task = tokio::spawn(http::serve(core.clone(), http, bridge, shutdown.clone()));
 
         shutdown.cancelled().await;

@@ -400,3 +400,319 @@ async fn ws_slow_consumers_are_cut_off_with_1013() {
     assert_eq!(code, Some(1013));
     server.stop().await;
 }
+
+/// A WebSocket client written out by hand, to see what goes over the wire:
+/// the negotiated extension and the RSV1 (compressed) bit of each message.
+struct RawWs {
+    s: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    /// The server's `Sec-WebSocket-Extensions` answer, if any.
+    extensions: Option<String>,
+    /// One inflater for the connection: with context takeover the server's
+    /// messages refer back to earlier ones.
+    inflater: flate2::Decompress,
+}
+
+/// One message as received: compressed on the wire or not, and its payload
+/// after inflating.
+struct RawMessage {
+    opcode: u8,
+    compressed: bool,
+    wire_len: usize,
+    payload: Vec<u8>,
+}
+
+impl RawWs {
+    async fn connect(server: &TestServer, offer: Option<&str>) -> RawWs {
+        let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
+        let ext = offer
+            .map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "eof during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let extensions = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("sec-websocket-extensions:")
+                .map(|v| v.trim().to_string())
+        });
+        let buf = buf.split_off(end);
+        RawWs {
+            s,
+            buf,
+            extensions,
+            inflater: flate2::Decompress::new(false),
+        }
+    }
+
+    /// Sends one masked binary message, deflated (RSV1) if `compress`.
+    async fn send(&mut self, v: serde_json::Value, compress: bool) {
+        let mut payload = rmp_serde::to_vec_named(&v).unwrap();
+        let mut first = 0x82u8; // FIN + binary
+        if compress {
+            payload = deflate(&payload);
+            first |= 0x40;
+        }
+        let mut f = vec![first];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend((n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend((n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        f.extend(mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.s.write_all(&f).await.unwrap();
+    }
+
+    async fn fill(&mut self, n: usize) {
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 8192];
+            let got = tokio::time::timeout(WAIT, self.s.read(&mut chunk))
+                .await
+                .expect("WAIT")
+                .unwrap();
+            assert!(got > 0, "eof");
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+    }
+
+    async fn next(&mut self) -> RawMessage {
+        self.fill(2).await;
+        let (b0, b1) = (self.buf[0], self.buf[1]);
+        assert_eq!(b1 & 0x80, 0, "server frames are not masked");
+        assert_ne!(b0 & 0x80, 0, "one frame per message");
+        let (len, at) = match b1 & 0x7f {
+            126 => {
+                self.fill(4).await;
+                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+            }
+            127 => {
+                self.fill(10).await;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&self.buf[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            n => (n as usize, 2),
+        };
+        self.fill(at + len).await;
+        let wire: Vec<u8> = self.buf.drain(..at + len).skip(at).collect();
+        let compressed = b0 & 0x40 != 0;
+        let payload = if compressed {
+            inflate(&mut self.inflater, &wire)
+        } else {
+            wire.clone()
+        };
+        RawMessage {
+            opcode: b0 & 0x0f,
+            compressed,
+            wire_len: wire.len(),
+            payload,
+        }
+    }
+
+    /// The next protocol frame (binary message), skipping pings.
+    async fn frame(&mut self) -> (ServerFrame, RawMessage) {
+        loop {
+            let m = self.next().await;
+            if m.opcode == 2 {
+                return (ServerFrame::decode(&m.payload).unwrap(), m);
+            }
+            assert_eq!(m.opcode, 9, "only pings besides binary messages");
+        }
+    }
+}
+
+/// Raw DEFLATE of one message, as RFC 7692 sends it (the final empty stored
+/// block's 00 00 ff ff left off).
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    c.compress_vec(data, &mut out, flate2::FlushCompress::Sync)
+        .unwrap();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn inflate(d: &mut flate2::Decompress, data: &[u8]) -> Vec<u8> {
+    let mut input = data.to_vec();
+    input.extend([0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(64 * 1024);
+    d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn ws_compression_is_negotiated_when_enabled_and_used_above_the_threshold() {
+    let mut server = TestServer::start_with(|c| {
+        c.ws_compression = true;
+        c.ws_compression_min_bytes = 256;
+        c.no_rate_limits = true;
+    })
+    .await;
+    // A browser's usual offer; the server answers without context takeover.
+    let mut ws = RawWs::connect(&server, Some("permessage-deflate; client_max_window_bits")).await;
+    let ext = ws.extensions.clone().expect("extension agreed");
+    assert!(ext.starts_with("permessage-deflate"), "{ext}");
+    assert!(ext.contains("server_no_context_takeover"), "{ext}");
+    assert!(ext.contains("client_no_context_takeover"), "{ext}");
+
+    // Client messages may be compressed or not, message by message.
+    ws.send(
+        json!({"t": "hello", "v": 1, "token": token("alice"), "id": 1}),
+        true,
+    )
+    .await;
+    let (welcome, m) = ws.frame().await;
+    assert!(matches!(welcome, ServerFrame::Welcome(_)), "{welcome:?}");
+    assert!(!m.compressed, "a small frame goes out as it is");
+    ws.send(json!({"t": "create_room", "id": 2, "name": "zip"}), false)
+        .await;
+    let (created, _) = ws.frame().await;
+    let ServerFrame::Created(created) = created else {
+        panic!("{created:?}")
+    };
+    let room = created.room.as_str().to_string();
+    ws.send(json!({"t": "join", "id": 3, "room": room}), true)
+        .await;
+    loop {
+        if let (ServerFrame::Joined(_), _) = ws.frame().await {
+            break;
+        }
+    }
+    // A large, repetitive message comes back deflated; each message is
+    // compressed on its own, so the second is as small as the first.
+    let body = "all work and no play makes jack a dull boy. ".repeat(40);
+    let mut sizes = Vec::new();
+    for (i, id) in [4u64, 5].into_iter().enumerate() {
+        ws.send(
+            json!({"t": "send", "id": id, "room": room, "body": body}),
+            i == 0,
+        )
+        .await;
+        loop {
+            let (f, m) = ws.frame().await;
+            if let ServerFrame::Msg(msg) = f {
+                assert_eq!(msg.body, body);
+                assert!(m.compressed, "above the threshold: compressed");
+                assert!(
+                    m.wire_len * 4 < m.payload.len(),
+                    "{} -> {}",
+                    m.payload.len(),
+                    m.wire_len
+                );
+                sizes.push(m.wire_len);
+                break;
+            }
+        }
+    }
+    // (With context takeover the second would be a few bytes referring back.)
+    assert!(
+        sizes[1] * 2 > sizes[0],
+        "no context carried between messages: {sizes:?}"
+    );
+    // An uncompressing browser on the same server is served plainly.
+    let mut plain = RawWs::connect(&server, None).await;
+    assert_eq!(plain.extensions, None);
+    plain
+        .send(
+            json!({"t": "hello", "v": 1, "token": token("bob"), "id": 1}),
+            false,
+        )
+        .await;
+    let (welcome, _) = plain.frame().await;
+    assert!(matches!(welcome, ServerFrame::Welcome(_)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ws_compression_is_off_by_default_and_a_compressed_message_is_a_protocol_error() {
+    let mut server = TestServer::start().await;
+    let mut ws = RawWs::connect(&server, Some("permessage-deflate; client_max_window_bits")).await;
+    assert_eq!(ws.extensions, None, "not offered by default");
+    ws.send(
+        json!({"t": "hello", "v": 1, "token": token("alice"), "id": 1}),
+        true,
+    )
+    .await;
+    let m = ws.next().await;
+    assert_eq!(m.opcode, 8, "close");
+    assert_eq!(u16::from_be_bytes([m.payload[0], m.payload[1]]), 1002);
+    client_on(&server, Transport::Ws, "bob")
+        .await
+        .ping()
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ws_compression_with_context_takeover_refers_back_to_earlier_messages() {
+    let mut server = TestServer::start_with(|c| {
+        c.ws_compression = true;
+        c.ws_compression_context_takeover = true;
+        c.no_rate_limits = true;
+    })
+    .await;
+    let mut ws = RawWs::connect(&server, Some("permessage-deflate")).await;
+    let ext = ws.extensions.clone().expect("extension agreed");
+    assert!(!ext.contains("no_context_takeover"), "{ext}");
+    ws.send(
+        json!({"t": "hello", "v": 1, "token": token("alice"), "id": 1}),
+        false,
+    )
+    .await;
+    ws.frame().await;
+    ws.send(json!({"t": "create_room", "id": 2, "name": "zip"}), false)
+        .await;
+    let ServerFrame::Created(created) = ws.frame().await.0 else {
+        panic!("created")
+    };
+    let room = created.room.as_str().to_string();
+    ws.send(json!({"t": "join", "id": 3, "room": room}), false)
+        .await;
+    while !matches!(ws.frame().await.0, ServerFrame::Joined(_)) {}
+    let body = "a fairly long message that is sent twice, word for word. ".repeat(10);
+    let mut sizes = Vec::new();
+    for id in [4u64, 5] {
+        ws.send(
+            json!({"t": "send", "id": id, "room": room, "body": body}),
+            false,
+        )
+        .await;
+        loop {
+            let (f, m) = ws.frame().await;
+            if let ServerFrame::Msg(msg) = f {
+                assert_eq!(msg.body, body);
+                assert!(m.compressed);
+                sizes.push(m.wire_len);
+                break;
+            }
+        }
+    }
+    // The second refers back to the first (and inflates to the same body).
+    assert!(sizes[1] * 2 < sizes[0], "{sizes:?}");
+    server.stop().await;
+}

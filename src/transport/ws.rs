@@ -1,23 +1,28 @@
-//! The WebSocket bridge for browsers: `GET /ws` on the HTTP listener (axum's
-//! built-in WebSocket; docs/TRANSPORTS.md records why).
+//! The WebSocket bridge for browsers: `GET /ws` on the HTTP listener (yawc;
+//! docs/TRANSPORTS.md records why).
 //!
 //! Each binary message carries exactly one frame's MessagePack map, without
 //! the length header. Inbound, a binary message is one payload for
-//! [`conn::serve_frames`]; a message above `max_frame` is refused from its
-//! header (`frame_too_large`, then close 1009); a text message closes the
-//! connection with 1003. Outbound, the outbox's chunks (length-prefixed frames
-//! back to back, shared by every subscriber) are split into one binary message
-//! per frame without copying. WebSocket pings are sent every heartbeat and
-//! answered automatically, but only protocol frames count as activity, so the
-//! hello and idle deadlines are the same as on TCP. Per-message compression
-//! is not offered (the implementation has none).
+//! [`conn::serve_frames`]; a message above `max_frame` is answered with
+//! `frame_too_large` and close 1009 (one above twice `max_frame` is refused
+//! by the WebSocket layer from its header, with close 1009 alone); a text
+//! message closes the connection with 1003. Outbound, the outbox's chunks
+//! (length-prefixed frames back to back, shared by every subscriber) are split
+//! into one binary message per frame without copying. WebSocket pings are sent
+//! every heartbeat and answered automatically, but only protocol frames count
+//! as activity, so the hello and idle deadlines are the same as on TCP.
+//!
+//! Per-message compression (RFC 7692) is off unless `ws_compression` is set;
+//! then it is negotiated with clients that offer it, without context takeover
+//! in either direction by default (deflate state is borrowed from one pool per
+//! message, so an idle compressed connection costs what an uncompressed one
+//! does), and messages under `ws_compression_min_bytes` are sent as they are.
 
 use crate::conn::outbox::{OutItem, OutboxReceiver};
 use crate::conn::{self, writer::CLOSE_FLUSH};
 use crate::proto::frame::split_frames;
 use crate::proto::{self, ErrorCode, FrameError, ServerFrame, WireError};
 use crate::server::Core;
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,26 +30,89 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use yawc::close::CloseCode;
+use yawc::frame::{Frame, OpCode};
+use yawc::{CompressionLevel, DeflatePool, HttpStream, IncomingUpgrade, Options, WebSocketError};
 
 /// Items taken from the outbox per wake-up.
 const BATCH: usize = 256;
 
+/// WebSocket close codes roomcast sends (proto-spec/transports.md).
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const SIZE: u16 = 1009;
+    pub const AGAIN: u16 = 1013;
+}
+
 /// What the `/ws` handler needs besides the core: the connection tracker and
-/// shutdown token shared with the other transports.
+/// shutdown token shared with the other transports, and the WebSocket options
+/// (built once; they hold the shared deflate pool).
 #[derive(Clone)]
 pub struct Bridge {
     pub core: Arc<Core>,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    options: Options,
+}
+
+impl Bridge {
+    pub fn new(core: Arc<Core>, tracker: TaskTracker, shutdown: CancellationToken) -> Bridge {
+        let options = options(&core.config);
+        Bridge {
+            core,
+            tracker,
+            shutdown,
+            options,
+        }
+    }
+}
+
+/// Bytes of outgoing messages collected before a write (see `options`).
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+/// Deflate state kept for reuse: enough for the messages compressed at the
+/// same moment (about one per runtime worker), not one per connection.
+const DEFLATE_POOL: usize = 64;
+
+fn options(config: &crate::config::Config) -> Options {
+    let max = config.max_frame;
+    // Messages up to twice `max_frame` are read so that they can be answered
+    // with `frame_too_large`; beyond that the WebSocket layer closes with 1009
+    // from the header. Small buffers: an idle browser costs what TCP costs;
+    // they grow only while a large message is in flight.
+    let limit = max.saturating_mul(2).saturating_add(1);
+    let options = Options::default()
+        .with_limits(limit, limit)
+        .with_read_buffer_capacity(2 * 1024)
+        .with_write_buffer_capacity(1024)
+        // Frames collect up to this many bytes before a write: a fan-out
+        // batch goes out in few large writes (8 KiB by default).
+        .with_backpressure_boundary(WRITE_BATCH_BYTES);
+    if !config.ws_compression {
+        return options.without_compression();
+    }
+    let options = options
+        .with_compression_level(CompressionLevel::new(config.ws_compression_level))
+        .with_compression_threshold(config.ws_compression_min_bytes);
+    if config.ws_compression_context_takeover {
+        options
+    } else {
+        options
+            .server_no_context_takeover()
+            .client_no_context_takeover()
+            .with_deflate_pool(DeflatePool::new(DEFLATE_POOL))
+    }
 }
 
 pub fn router(bridge: Bridge) -> Router {
@@ -60,43 +128,86 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
         .any(|a| a == "*" || origin.as_bytes().eq_ignore_ascii_case(a.as_bytes()))
 }
 
-async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: IncomingUpgrade) -> Response {
     if !origin_allowed(&b.core.config.ws_allowed_origins, &headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let max = b.core.config.max_frame;
+    let (response, upgraded) = match ws.upgrade(b.options.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade refused");
+            return (StatusCode::BAD_REQUEST, "bad websocket upgrade").into_response();
+        }
+    };
     let permit = b.core.permits.clone().try_acquire_owned().ok();
-    // Small buffers: tungstenite's defaults (128 KiB each way) would cost an idle
-    // browser connection ~140 KiB; ours grow only while a large frame is in flight.
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(16 * 1024 + max.saturating_mul(2))
-        .on_upgrade(move |socket| {
-            let Bridge {
-                core,
-                tracker,
-                shutdown,
-            } = b;
-            tracker.track_future(async move {
-                let Some(_permit) = permit else {
-                    return refuse_busy(socket, core.reconnect_hint_ms()).await;
-                };
-                core.connections.fetch_add(1, Ordering::Relaxed);
-                serve(core.clone(), socket, shutdown).await;
-                core.connections.fetch_sub(1, Ordering::Relaxed);
-            })
-        })
+    let Bridge {
+        core,
+        tracker,
+        shutdown,
+        ..
+    } = b;
+    tracker.spawn(async move {
+        let socket = match upgraded.await {
+            Ok(ws) => Socket(ws),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let Some(_permit) = permit else {
+            return refuse_busy(socket, core.reconnect_hint_ms()).await;
+        };
+        core.connections.fetch_add(1, Ordering::Relaxed);
+        serve(core.clone(), socket, shutdown).await;
+        core.connections.fetch_sub(1, Ordering::Relaxed);
+    });
+    response.map(axum::body::Body::new)
 }
 
-async fn serve(core: Arc<Core>, socket: WebSocket, shutdown: CancellationToken) {
+/// yawc's socket with its errors kept: its own `Stream` ends on any error,
+/// and the bridge needs to tell an oversize message from a dropped peer.
+struct Socket(yawc::WebSocket<HttpStream>);
+
+impl Stream for Socket {
+    type Item = Result<Frame, WebSocketError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().0.poll_next_frame(cx) {
+            Poll::Ready(Err(WebSocketError::ConnectionClosed)) => Poll::Ready(None),
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Sink<Frame> for Socket {
+    type Error = WebSocketError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().0.poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Frame) -> Result<(), Self::Error> {
+        self.get_mut().0.start_send_unpin(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().0.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().0.poll_close_unpin(cx)
+    }
+}
+
+async fn serve(core: Arc<Core>, socket: Socket, shutdown: CancellationToken) {
     let (sink, stream) = socket.split();
     // The close code the writer sends, chosen by what the reader saw.
     let close = Arc::new(AtomicU16::new(close_code::NORMAL));
     let frames = Payloads {
         inner: stream,
         close: close.clone(),
+        max: core.config.max_frame,
         done: false,
     };
     let ping_every = core.config.heartbeat();
@@ -112,9 +223,18 @@ async fn serve(core: Arc<Core>, socket: WebSocket, shutdown: CancellationToken) 
 
 /// Binary messages in, frame payloads out; see the module docs for the rest.
 struct Payloads {
-    inner: SplitStream<WebSocket>,
+    inner: SplitStream<Socket>,
     close: Arc<AtomicU16>,
+    max: usize,
     done: bool,
+}
+
+impl Payloads {
+    fn fail(&mut self, code: u16, e: FrameError) -> Poll<Option<Result<Bytes, FrameError>>> {
+        self.done = true;
+        self.close.store(code, Ordering::Relaxed);
+        Poll::Ready(Some(Err(e)))
+    }
 }
 
 impl Stream for Payloads {
@@ -125,67 +245,67 @@ impl Stream for Payloads {
             if self.done {
                 return Poll::Ready(None);
             }
-            let item = match self.inner.poll_next_unpin(cx) {
-                Poll::Ready(item) => item,
-                Poll::Pending => return Poll::Pending,
-            };
-            return Poll::Ready(Some(match item {
-                Some(Ok(Message::Binary(b))) => Ok(b),
-                // Answered by the WebSocket layer; not protocol activity.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Text(_))) => {
-                    self.done = true;
-                    self.close.store(close_code::UNSUPPORTED, Ordering::Relaxed);
-                    Err(FrameError::Io(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "text message (roomcast speaks binary messages only)",
-                    )))
+            let frame = match self.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => {
+                    let (code, err) = frame_error(e);
+                    return self.fail(code, err);
                 }
-                Some(Err(e)) => map_error(e, &self.close),
-                // The peer closed (or the socket ended).
-                None | Some(Ok(Message::Close(_))) => {
+                Poll::Ready(None) => {
                     self.done = true;
                     return Poll::Ready(None);
                 }
-            }));
+                Poll::Pending => return Poll::Pending,
+            };
+            match frame.opcode() {
+                OpCode::Binary if frame.payload().len() > self.max => {
+                    let (len, max) = (frame.payload().len(), self.max);
+                    return self.fail(close_code::SIZE, FrameError::TooLarge { len, max });
+                }
+                OpCode::Binary => return Poll::Ready(Some(Ok(frame.into_payload()))),
+                // Answered by the WebSocket layer; not protocol activity.
+                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Text => {
+                    return self.fail(
+                        close_code::UNSUPPORTED,
+                        FrameError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "text message (roomcast speaks binary messages only)",
+                        )),
+                    )
+                }
+                // The peer closed (the WebSocket layer has answered it).
+                OpCode::Close | OpCode::Continuation => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+            }
         }
     }
 }
 
-fn map_error(e: axum::Error, close: &AtomicU16) -> Result<Bytes, FrameError> {
-    Err(frame_error(e, close))
+/// Maps a WebSocket-layer error to the close code and the connection's error.
+/// (For these the WebSocket layer has already queued its own Close.)
+fn frame_error(e: WebSocketError) -> (u16, FrameError) {
+    let code = match e {
+        WebSocketError::FrameTooLarge => close_code::SIZE,
+        WebSocketError::IoError(e) => return (close_code::NORMAL, FrameError::Io(e)),
+        _ => close_code::PROTOCOL,
+    };
+    let kind = std::io::ErrorKind::InvalidData;
+    (
+        code,
+        FrameError::Io(std::io::Error::new(kind, e.to_string())),
+    )
 }
 
-fn frame_error(e: axum::Error, close: &AtomicU16) -> FrameError {
-    match e.into_inner().downcast::<tungstenite::Error>() {
-        Ok(e) => match *e {
-            tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong {
-                size,
-                max_size,
-            }) => {
-                close.store(close_code::SIZE, Ordering::Relaxed);
-                FrameError::TooLarge {
-                    len: size,
-                    max: max_size,
-                }
-            }
-            tungstenite::Error::Protocol(p) => {
-                close.store(close_code::PROTOCOL, Ordering::Relaxed);
-                FrameError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, p))
-            }
-            other => FrameError::Io(std::io::Error::other(other)),
-        },
-        Err(other) => FrameError::Io(std::io::Error::other(other)),
-    }
-}
-
-type Sink = SplitSink<WebSocket, Message>;
+type WsSink = SplitSink<Socket, Frame>;
 
 /// Drains the outbox into binary messages (one per frame, zero-copy) until the
 /// outbox is closed or killed, pinging every `ping_every`; then sends the
 /// closing `slow_consumer` frame if it was cut off, and a Close.
 async fn write_loop(
-    mut sink: Sink,
+    mut sink: WsSink,
     mut rx: OutboxReceiver,
     close: Arc<AtomicU16>,
     ping_every: Duration,
@@ -202,7 +322,7 @@ async fn write_loop(
             _ = kill.cancelled() => break,
             n = rx.recv_many(&mut items, BATCH) => n,
             _ = ping.tick() => {
-                if !send_or_kill(&mut sink, &kill, Message::Ping(Bytes::new())).await {
+                if !send_or_kill(&mut sink, &kill, Frame::ping(Bytes::new())).await {
                     break;
                 }
                 continue;
@@ -227,14 +347,14 @@ async fn write_loop(
             let fed = if closing {
                 // Last frames: bounded in time, not interrupted by the kill token.
                 matches!(
-                    tokio::time::timeout(CLOSE_FLUSH, sink.feed(Message::Binary(payload))).await,
+                    tokio::time::timeout(CLOSE_FLUSH, sink.feed(Frame::binary(payload))).await,
                     Ok(Ok(()))
                 )
             } else {
                 tokio::select! {
                     biased;
                     _ = kill.cancelled() => break 'run,
-                    r = sink.feed(Message::Binary(payload)) => r.is_ok(),
+                    r = sink.feed(Frame::binary(payload)) => r.is_ok(),
                 }
             };
             if !fed {
@@ -265,7 +385,7 @@ async fn write_loop(
             "outbound queue overflowed; reconnect and resume from your last seq",
         ));
         for payload in split_frames(proto::encode(&frame)) {
-            let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Binary(payload))).await;
+            let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Frame::binary(payload))).await;
         }
         close_code::AGAIN
     } else {
@@ -278,11 +398,11 @@ async fn write_loop(
     kill.cancel();
 }
 
-async fn send_or_kill(sink: &mut Sink, kill: &CancellationToken, msg: Message) -> bool {
+async fn send_or_kill(sink: &mut WsSink, kill: &CancellationToken, frame: Frame) -> bool {
     let ok = tokio::select! {
         biased;
         _ = kill.cancelled() => return false,
-        r = sink.send(msg) => r.is_ok(),
+        r = sink.send(frame) => r.is_ok(),
     };
     if !ok {
         kill.cancel();
@@ -291,13 +411,10 @@ async fn send_or_kill(sink: &mut Sink, kill: &CancellationToken, msg: Message) -
 }
 
 /// Sends a Close with `code` and closes the sink, bounded in time.
-async fn finish(sink: &mut Sink, code: u16) {
-    let frame = CloseFrame {
-        code,
-        reason: close_reason(code).into(),
-    };
+async fn finish(sink: &mut WsSink, code: u16) {
+    let frame = Frame::close(CloseCode::from(code), close_reason(code));
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.send(frame).await;
         let _ = sink.close().await;
     })
     .await;
@@ -316,7 +433,7 @@ fn close_reason(code: u16) -> &'static str {
 }
 
 /// Answers an upgrade over the connection cap with `server_busy` and close 1013.
-async fn refuse_busy(socket: WebSocket, retry_ms: u64) {
+async fn refuse_busy(socket: Socket, retry_ms: u64) {
     let (mut sink, _stream) = socket.split();
     let frame = ServerFrame::closing(
         WireError::new(ErrorCode::ServerBusy, "server is at its connection limit")
@@ -324,7 +441,7 @@ async fn refuse_busy(socket: WebSocket, retry_ms: u64) {
     );
     for payload in split_frames(proto::encode(&frame)) {
         let _ =
-            tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Binary(payload))).await;
+            tokio::time::timeout(Duration::from_secs(1), sink.send(Frame::binary(payload))).await;
     }
     finish(&mut sink, close_code::AGAIN).await;
 }
