@@ -253,6 +253,11 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_REDIS")]
     pub redis: Option<String>,
 
+    /// `--redis` is a Redis Cluster: comma-separated seed node URLs. Room
+    /// traffic then uses sharded pub/sub (SPUBLISH/SSUBSCRIBE).
+    #[arg(long, env = "ROOMCAST_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+
     /// Rate limiting when Redis cannot answer: `open` allows, `closed` refuses.
     #[arg(
         long,

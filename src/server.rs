@@ -160,7 +160,9 @@ impl Server {
                 tracing::warn!(
                     "--unsafe-node-local-store: TEST ONLY, history and resume are per node"
                 );
-                let conn = crate::redis::connect(url, None)
+                let target = crate::redis::Target::new(url, config.redis_cluster)
+                    .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+                let conn = crate::redis::connect(&target, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("connecting to Redis at {url}: {e}"))?;
                 let node: u64 = rand::random();
@@ -181,7 +183,7 @@ impl Server {
                     config.offline_stream_maxlen,
                 );
                 let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
-                let bus = RedisBus::start(url, node, Some(offline), in_tx, background.clone())
+                let bus = RedisBus::start(&target, node, Some(offline), in_tx, background.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("Redis pub/sub at {url}: {e}"))?;
                 let limiter: Arc<dyn RateLimiter> =

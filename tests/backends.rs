@@ -1,9 +1,10 @@
-//! The presence and rate-limit suites, run against the in-memory implementations
-//! and against Redis (a real `redis-server` on a free port).
+//! The presence and rate-limit suites, run against the in-memory implementations,
+//! against Redis (a real `redis-server` on a free port) and against a real
+//! three-shard Redis Cluster.
 
 mod common;
 
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use roomcast::ids::{SessionId, UserId};
 use roomcast::presence::{MemoryPresence, Presence, Status};
 use roomcast::ratelimit::{Action, Decision, Limits, MemoryRateLimiter, RateLimiter};
@@ -123,7 +124,9 @@ async fn redis_presence() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&redis.url(), None).await.unwrap();
+    let conn = roomcast::redis::connect(&redis.target(), None)
+        .await
+        .unwrap();
     presence_suite(Arc::new(RedisPresence::new(
         conn,
         "n1".into(),
@@ -137,7 +140,9 @@ async fn redis_rate_limits() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&redis.url(), None).await.unwrap();
+    let conn = roomcast::redis::connect(&redis.target(), None)
+        .await
+        .unwrap();
     ratelimit_suite(Arc::new(RedisRateLimiter::new(
         conn,
         limits(),
@@ -151,7 +156,9 @@ async fn redis_presence_of_a_dead_node_lapses() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&redis.url(), None).await.unwrap();
+    let conn = roomcast::redis::connect(&redis.target(), None)
+        .await
+        .unwrap();
     let ttl = Duration::from_millis(300);
     // Node 1 "dies": it never refreshes. Node 2 sweeps.
     let dead = Arc::new(RedisPresence::new(conn.clone(), "dead".into(), ttl));
@@ -186,7 +193,9 @@ async fn redis_rate_limits_fail_open_or_closed_when_redis_is_gone() {
     let Some(mut redis) = RedisServer::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&redis.url(), None).await.unwrap();
+    let conn = roomcast::redis::connect(&redis.target(), None)
+        .await
+        .unwrap();
     let open = RedisRateLimiter::new(conn.clone(), limits(), FailurePolicy::Open);
     let closed = RedisRateLimiter::new(conn, limits(), FailurePolicy::Closed);
     redis.kill();
@@ -215,4 +224,77 @@ async fn redis_rate_limits_fail_open_or_closed_when_redis_is_gone() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn redis_cluster_presence() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let conn = roomcast::redis::connect(&cluster.target(), None)
+        .await
+        .unwrap();
+    presence_suite(Arc::new(RedisPresence::new(
+        conn,
+        "n1".into(),
+        Duration::from_secs(30),
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn redis_cluster_rate_limits() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let conn = roomcast::redis::connect(&cluster.target(), None)
+        .await
+        .unwrap();
+    ratelimit_suite(Arc::new(RedisRateLimiter::new(
+        conn,
+        limits(),
+        FailurePolicy::Open,
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn redis_cluster_presence_of_a_dead_node_lapses() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let conn = roomcast::redis::connect(&cluster.target(), None)
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(300);
+    let dead = Arc::new(RedisPresence::new(conn.clone(), "dead".into(), ttl));
+    let alive = Arc::new(RedisPresence::new(conn, "alive".into(), ttl));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    alive.clone().spawn_maintenance(tx, stop.clone());
+    // Users in different buckets, hence (very likely) on different shards.
+    let users: Vec<UserId> = (0..6).map(|i| u(&format!("ghost-{i}"))).collect();
+    for (i, user) in users.iter().enumerate() {
+        dead.connected(user, SessionId(i as u64)).await.unwrap();
+    }
+    // Presence is spread over the shards (bucket hash tags), not on one.
+    let holding: Vec<usize> = cluster
+        .on_every_node(&["DBSIZE"])
+        .iter()
+        .map(|l| l[0].trim().parse().unwrap())
+        .collect();
+    assert!(
+        holding.iter().filter(|&&n| n > 0).count() >= 2,
+        "keys on several shards: {holding:?}"
+    );
+    let mut lapsed = std::collections::HashSet::new();
+    while lapsed.len() < users.len() {
+        let change = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("swept within the TTL")
+            .unwrap();
+        assert_eq!(change.status, Status::Offline);
+        assert!(lapsed.insert(change.user.clone()), "each lapse seen once");
+    }
+    stop.cancel();
 }

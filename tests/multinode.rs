@@ -2,11 +2,12 @@
 //! order, exactly once; presence and rate limits shared; a Redis restart and a
 //! node killed with SIGKILL. Nodes run on node-local stores behind the
 //! test-only `--unsafe-node-local-store` switch, so this checks live delivery,
-//! presence and limits, not shared history.
+//! presence and limits, not shared history. The same against a real
+//! three-shard Redis Cluster, where room traffic uses sharded pub/sub.
 
 mod common;
 
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use common::*;
 use roomcast::ids::{RoomId, UserId};
 use roomcast::proto::client::{self as c, ClientFrame};
@@ -27,6 +28,10 @@ struct Node {
 
 impl Node {
     fn spawn(redis: &str) -> Node {
+        Node::spawn_with(redis, &[])
+    }
+
+    fn spawn_with(redis: &str, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args([
@@ -55,6 +60,7 @@ impl Node {
                 "--fsync",
                 "never",
             ])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.path())
             .env("ROOMCAST_JWT_SECRET", SECRET)
@@ -218,7 +224,9 @@ async fn three_nodes_act_as_one() {
     );
 
     // Offline notifications: one `message.created` event per message, listing ghost.
-    let mut conn = roomcast::redis::connect(&redis.url(), None).await.unwrap();
+    let mut conn = roomcast::redis::connect(&redis.target(), None)
+        .await
+        .unwrap();
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let entries: Vec<(String, Vec<(String, String)>)> = ::redis::cmd("XRANGE")
@@ -361,4 +369,126 @@ fn redis_without_a_shared_store_is_refused() {
         err.contains("node-local") && err.contains("ScyllaDB"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_a_redis_cluster_use_sharded_pubsub() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let nodes: Vec<Node> = (0..3)
+        .map(|_| Node::spawn_with(&cluster.url(), &["--redis-cluster", "true"]))
+        .collect();
+    // Several rooms, so that their channels fall on different shards.
+    let rooms: Vec<RoomId> = (0..6)
+        .map(|i| RoomId::new(&format!("shard-room-{i}")).unwrap())
+        .collect();
+    let mut members = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let owner = client(n.tcp, &format!("owner{i}")).await;
+        for room in &rooms {
+            let r = room.clone();
+            owner
+                .call(|id| {
+                    ClientFrame::CreateRoom(c::CreateRoom {
+                        id,
+                        name: "Sharded".into(),
+                        private: false,
+                        description: None,
+                        room: Some(r),
+                    })
+                })
+                .await
+                .unwrap();
+        }
+        let m = client(n.tcp, &format!("member{i}")).await;
+        for room in &rooms {
+            m.join(room).await.unwrap();
+        }
+        members.push(m);
+    }
+
+    // Every room's channel is a sharded channel on the shard owning its slot;
+    // no classic channel carries room traffic.
+    let sharded: Vec<Vec<String>> = cluster.on_every_node(&["PUBSUB", "SHARDCHANNELS"]);
+    for room in &rooms {
+        let ch = format!("rc:room:{room}");
+        let owners = sharded.iter().filter(|l| l.contains(&ch)).count();
+        assert_eq!(owners, 1, "{ch} on exactly one shard: {sharded:?}");
+    }
+    assert!(
+        sharded.iter().filter(|l| !l.is_empty()).count() >= 2,
+        "rooms spread over shards: {sharded:?}"
+    );
+    for classic in cluster.on_every_node(&["PUBSUB", "CHANNELS", "rc:room:*"]) {
+        assert!(classic.is_empty(), "no classic room channels: {classic:?}");
+    }
+
+    // Senders on every node, into every room: one order everywhere, each once.
+    const EACH: usize = 10;
+    let senders: Vec<Arc<Connection>> = {
+        let mut v = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let s = client(n.tcp, &format!("sender{i}")).await;
+            for room in &rooms {
+                s.join(room).await.unwrap();
+            }
+            v.push(Arc::new(s));
+        }
+        v
+    };
+    let mut tasks = Vec::new();
+    for (i, s) in senders.iter().enumerate() {
+        let (s, rooms) = (s.clone(), rooms.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for k in 0..EACH {
+                for room in &rooms {
+                    acked.push((
+                        room.clone(),
+                        send_acked(&s, room, &format!("n{i}-{k}")).await,
+                    ));
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked: std::collections::HashMap<RoomId, Vec<u64>> = Default::default();
+    for t in tasks {
+        for (room, seq) in t.await.unwrap() {
+            acked.entry(room).or_default().push(seq);
+        }
+    }
+    let total = 3 * EACH * rooms.len();
+    let mut orders = Vec::new();
+    for m in members.iter_mut() {
+        let mut per_room: std::collections::HashMap<RoomId, Vec<u64>> = Default::default();
+        let mut got = 0;
+        while got < total {
+            match tokio::time::timeout(Duration::from_secs(15), next_stream_event(m)).await {
+                Ok(ServerFrame::Msg(msg)) => {
+                    per_room.entry(msg.room.clone()).or_default().push(msg.seq);
+                    got += 1;
+                }
+                Ok(_) => {}
+                Err(_) => panic!("only {got} of {total} messages arrived"),
+            }
+        }
+        for (room, seqs) in &per_room {
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq order in {room}");
+            let mut want = acked[room].clone();
+            want.sort_unstable();
+            assert_eq!(seqs, &want, "every acknowledged message in {room}, once");
+        }
+        orders.push(per_room);
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "the same everywhere"
+    );
+
+    // Presence across nodes (its channel is sharded too).
+    assert_eq!(presence_of(&members[2], "member0").await, Status::Online);
+    assert_eq!(presence_of(&members[0], "member2").await, Status::Online);
+    drop(nodes);
 }

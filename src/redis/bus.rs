@@ -3,7 +3,8 @@
 //!
 //! - Seqs: `lua/seq.lua` allocates each room's next seq atomically (one round
 //!   trip per stream event), so seqs are unique and increasing across nodes.
-//! - Publishing: each commit batch of a room is one PUBLISH on `rc:room:{id}`,
+//! - Publishing: each commit batch of a room is one PUBLISH (SPUBLISH on a
+//!   Redis Cluster: sharded pub/sub, see `conn`) on `rc:room:{id}`,
 //!   `[node u64][kind u8][payload]`. Publications queue in order on one task
 //!   that pipelines them and retries while Redis is away, so an acknowledged
 //!   message still reaches other nodes once Redis is back.
@@ -17,12 +18,12 @@
 //! `--gap-timeout-ms`; history never shows it.
 
 use super::{timed, RedisError};
+use super::{Conn, Target};
 use crate::ids::{RoomId, UserId};
 use crate::presence::UserPresence;
 use crate::router::cluster::{Cluster, Notice};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Script, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +52,7 @@ enum SubOp {
 }
 
 pub struct RedisBus {
-    conn: ConnectionManager,
+    conn: Conn,
     node: u64,
     seq_script: Script,
     publish: mpsc::UnboundedSender<(String, Bytes)>,
@@ -67,15 +68,15 @@ impl RedisBus {
     /// Connects the pub/sub connection and starts the publisher, the subscription
     /// manager and the receiver. Inbound traffic goes to `inbound`.
     pub async fn start(
-        url: &str,
+        target: &Target,
         node: u64,
         offline: Option<super::offline::OfflineNotifier>,
         inbound: mpsc::UnboundedSender<Inbound>,
         shutdown: CancellationToken,
     ) -> Result<Arc<RedisBus>, RedisError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let mut conn = super::connect(url, Some(push_tx)).await?;
-        timed(conn.subscribe(PRESENCE_CHANNEL)).await?;
+        let mut conn = super::connect(target, Some(push_tx)).await?;
+        timed(conn.subscribe(&[PRESENCE_CHANNEL.to_string()])).await?;
         let (publish, publish_rx) = mpsc::unbounded_channel();
         let (subs, subs_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher(conn.clone(), publish_rx, shutdown.clone()));
@@ -166,7 +167,7 @@ impl Cluster for RedisBus {
 
 /// Publishes in order, pipelining what is queued; retries while Redis is away.
 async fn publisher(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     mut rx: mpsc::UnboundedReceiver<(String, Bytes)>,
     shutdown: CancellationToken,
 ) {
@@ -179,12 +180,17 @@ async fn publisher(
                 _ = shutdown.cancelled() => return,
             }
         }
-        let mut pipe = redis::pipe();
-        for (ch, payload) in &batch {
-            pipe.cmd("PUBLISH").arg(ch).arg(payload.as_ref()).ignore();
-        }
-        match timed(pipe.exec_async(&mut conn)).await {
-            Ok(()) => {
+        let publish = conn.publish_command();
+        let cmds: Vec<redis::Cmd> = batch
+            .iter()
+            .map(|(ch, payload)| {
+                let mut c = redis::cmd(publish);
+                c.arg(ch).arg(payload.as_ref());
+                c
+            })
+            .collect();
+        match timed(conn.run_all(&cmds)).await {
+            Ok(_) => {
                 batch.clear();
                 backoff = Duration::from_millis(10);
             }
@@ -213,7 +219,7 @@ async fn publisher(
 }
 
 /// Batches (un)subscribe requests into one command each.
-async fn subscriptions(mut conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<SubOp>) {
+async fn subscriptions(mut conn: Conn, mut rx: mpsc::UnboundedReceiver<SubOp>) {
     let mut ops = Vec::new();
     while rx.recv_many(&mut ops, 512).await > 0 {
         let mut subscribe = Vec::new();
@@ -257,7 +263,8 @@ async fn receiver(
     inbound: mpsc::UnboundedSender<Inbound>,
 ) {
     while let Some(push) = rx.recv().await {
-        if push.kind != PushKind::Message {
+        // Classic pub/sub on a single Redis, sharded pub/sub on a cluster.
+        if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
             if push.kind == PushKind::Disconnection {
                 tracing::warn!("redis pub/sub connection lost; re-subscribing when it is back");
             }

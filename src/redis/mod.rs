@@ -8,14 +8,13 @@
 //! fall back to EVAL after a Redis restart (`redis::Script`).
 
 pub mod bus;
+pub mod conn;
 pub mod offline;
 pub mod presence;
 pub mod ratelimit;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::PushInfo;
+pub use conn::{connect, Conn, Target};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Deadline of one Redis call made on a request path.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -37,40 +36,6 @@ pub async fn timed<T>(
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(RedisError::Timeout(CALL_TIMEOUT)),
-    }
-}
-
-/// Opens an auto-reconnecting, multiplexed RESP3 connection. `pushes`, if given,
-/// receives pub/sub messages and disconnection notices.
-pub async fn connect(
-    url: &str,
-    pushes: Option<mpsc::UnboundedSender<PushInfo>>,
-) -> Result<ConnectionManager, RedisError> {
-    let url = if url.contains("protocol=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&protocol=resp3")
-    } else {
-        format!("{url}?protocol=resp3")
-    };
-    let client = redis::Client::open(url.as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
-    let mut config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    if let Some(tx) = pushes {
-        config = config.set_push_sender(tx).set_automatic_resubscription();
-    }
-    // The first connection is made at startup: a wrong URL fails fast and clearly.
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_connection_manager_with_config(config),
-    )
-    .await
-    {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(RedisError::Timeout(Duration::from_secs(5))),
     }
 }
 

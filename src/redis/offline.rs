@@ -4,10 +4,10 @@
 //! consumer group (format: docs/OFFLINE_NOTIFICATIONS.md).
 
 use super::timed;
+use super::Conn;
 use crate::ids::{RoomId, UserId};
 use crate::presence::{Presence, Status};
 use crate::router::cluster::Notice;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -27,12 +27,7 @@ pub struct OfflineNotifier {
 
 impl OfflineNotifier {
     /// Starts the notifier task: presence lookups and XADDs happen off the routers.
-    pub fn start(
-        conn: ConnectionManager,
-        presence: Arc<dyn Presence>,
-        stream: String,
-        maxlen: usize,
-    ) -> Self {
+    pub fn start(conn: Conn, presence: Arc<dyn Presence>, stream: String, maxlen: usize) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             let mut conn = conn;

@@ -5,24 +5,60 @@
 //! crashed node's sessions lapse by themselves within the TTL. Every node
 //! sweeps users whose sessions lapsed and reports the change (the script makes
 //! exactly one sweeper see it). `last_seen` outlives the sessions.
+//!
+//! Keys are spread over [`BUCKETS`] hash tags, `{b0}` to `{b63}` by a hash of
+//! the user id: a user's keys and the expiry index they are listed in share
+//! one slot (so the script is valid on a Redis Cluster), and the buckets
+//! spread presence over the cluster's shards.
 
 use super::timed;
+use super::Conn;
 use crate::ids::{now_ms, SessionId, UserId};
 use crate::presence::{Presence, Status, UserPresence};
 use async_trait::async_trait;
 use dashmap::DashMap;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Users swept per round.
+/// Users swept per bucket per round.
 const SWEEP_BATCH: isize = 200;
 
+/// Hash tags presence keys are spread over (see the module docs). Changing it
+/// moves every user's keys: all nodes must agree.
+pub const BUCKETS: u32 = 64;
+
+/// The bucket of a user: FNV-1a of the id, so every node computes the same.
+fn bucket(user: &UserId) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in user.as_str().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % BUCKETS
+}
+
+fn expiring_key(bucket: u32) -> String {
+    format!("rc:pres:{{b{bucket}}}:expiring")
+}
+
+/// KEYS of `lua/presence.lua` for `user`: sessions, last seen, expiry index.
+fn keys(user: &UserId) -> [String; 3] {
+    let b = bucket(user);
+    [
+        format!("rc:pres:{{b{b}}}:{user}"),
+        format!("rc:seen:{{b{b}}}:{user}"),
+        expiring_key(b),
+    ]
+}
+
+/// One script call: op, user, session field, status.
+type Call<'a> = (&'a str, &'a UserId, String, Status);
+
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: Conn,
     script: Script,
     node: String,
     ttl: Duration,
@@ -47,7 +83,7 @@ fn status_str(s: Status) -> &'static str {
 }
 
 impl RedisPresence {
-    pub fn new(conn: ConnectionManager, node: String, ttl: Duration) -> Self {
+    pub fn new(conn: Conn, node: String, ttl: Duration) -> Self {
         Self {
             conn,
             script: Script::new(include_str!("lua/presence.lua")),
@@ -68,9 +104,10 @@ impl RedisPresence {
         field: &str,
         status: Status,
     ) -> redis::ScriptInvocation<'_> {
-        let mut inv = self.script.key(format!("rc:pres:{{{user}}}"));
-        inv.key(format!("rc:seen:{{{user}}}"))
-            .key("rc:pres:expiring")
+        let [sessions, seen, expiring] = keys(user);
+        let mut inv = self.script.key(sessions);
+        inv.key(seen)
+            .key(expiring)
             .arg(op)
             .arg(now_ms())
             .arg(field)
@@ -82,12 +119,13 @@ impl RedisPresence {
 
     /// The same call as an EVALSHA command, for pipelines.
     fn command(&self, op: &str, user: &UserId, field: &str, status: Status) -> redis::Cmd {
+        let [sessions, seen, expiring] = keys(user);
         let mut c = redis::cmd("EVALSHA");
         c.arg(self.script.get_hash())
             .arg(3)
-            .arg(format!("rc:pres:{{{user}}}"))
-            .arg(format!("rc:seen:{{{user}}}"))
-            .arg("rc:pres:expiring")
+            .arg(sessions)
+            .arg(seen)
+            .arg(expiring)
             .arg(op)
             .arg(now_ms())
             .arg(field)
@@ -97,18 +135,36 @@ impl RedisPresence {
         c
     }
 
-    /// Runs a pipeline of script calls, loading the script first if Redis lost it.
-    async fn pipeline<T: redis::FromRedisValue>(
+    /// Runs many script calls and returns their replies in order. On a single
+    /// Redis: one pipeline of EVALSHAs, loading the script first if Redis lost
+    /// it. On a cluster the users' keys live on different shards: concurrent
+    /// calls, each loading the script on its shard if needed.
+    async fn run_many<T: redis::FromRedisValue + Send>(
         &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, super::RedisError> {
+        calls: &[Call<'_>],
+    ) -> Result<Vec<T>, super::RedisError> {
         let mut conn = self.conn.clone();
-        match timed(pipe.query_async::<T>(&mut conn)).await {
+        if conn.is_cluster() {
+            let each = calls.iter().map(|(op, user, field, status)| {
+                let mut conn = conn.clone();
+                async move {
+                    self.invocation(op, user, field, *status)
+                        .invoke_async::<T>(&mut conn)
+                        .await
+                }
+            });
+            return timed(futures_util::future::try_join_all(each)).await;
+        }
+        let mut pipe = redis::pipe();
+        for (op, user, field, status) in calls {
+            pipe.add_command(self.command(op, user, field, *status));
+        }
+        match timed(pipe.query_async::<Vec<T>>(&mut conn)).await {
             Err(super::RedisError::Redis(e))
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
                 timed(self.script.prepare_invoke().load_async(&mut conn)).await?;
-                timed(pipe.query_async::<T>(&mut conn)).await
+                timed(pipe.query_async::<Vec<T>>(&mut conn)).await
             }
             other => other,
         }
@@ -167,12 +223,11 @@ impl RedisPresence {
             .map(|e| (*e.key(), e.value().0.clone(), e.value().1))
             .collect();
         for chunk in sessions.chunks(256) {
-            let mut pipe = redis::pipe();
-            for (session, user, status) in chunk {
-                pipe.add_command(self.command("refresh", user, &self.field(*session), *status))
-                    .ignore();
-            }
-            if let Err(e) = self.pipeline::<()>(&pipe).await {
+            let calls: Vec<Call<'_>> = chunk
+                .iter()
+                .map(|(session, user, status)| ("refresh", user, self.field(*session), *status))
+                .collect();
+            if let Err(e) = self.run_many::<redis::Value>(&calls).await {
                 tracing::warn!(error = %e, "presence refresh failed");
                 return;
             }
@@ -181,19 +236,25 @@ impl RedisPresence {
 
     async fn sweep(&self) -> Vec<UserPresence> {
         let mut conn = self.conn.clone();
-        let due: Vec<String> = match timed(
-            redis::cmd("ZRANGEBYSCORE")
-                .arg("rc:pres:expiring")
-                .arg("-inf")
-                .arg(now_ms())
-                .arg("LIMIT")
-                .arg(0)
-                .arg(SWEEP_BATCH)
-                .query_async(&mut conn),
-        )
-        .await
-        {
-            Ok(d) => d,
+        let now = now_ms();
+        let queries: Vec<redis::Cmd> = (0..BUCKETS)
+            .map(|b| {
+                let mut c = redis::cmd("ZRANGEBYSCORE");
+                c.arg(expiring_key(b))
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH);
+                c
+            })
+            .collect();
+        let due: Vec<String> = match timed(conn.run_all(&queries)).await {
+            Ok(replies) => replies
+                .into_iter()
+                .filter_map(|v| redis::from_redis_value::<Vec<String>>(v).ok())
+                .flatten()
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "presence sweep failed");
                 return Vec::new();
@@ -239,11 +300,11 @@ impl Presence for RedisPresence {
     async fn get_many(&self, users: &[UserId]) -> Vec<UserPresence> {
         let mut out = Vec::with_capacity(users.len());
         for chunk in users.chunks(256) {
-            let mut pipe = redis::pipe();
-            for user in chunk {
-                pipe.add_command(self.command("get", user, "", Status::Offline));
-            }
-            match self.pipeline::<Vec<(String, String, i64)>>(&pipe).await {
+            let calls: Vec<Call<'_>> = chunk
+                .iter()
+                .map(|user| ("get", user, String::new(), Status::Offline))
+                .collect();
+            match self.run_many::<(String, String, i64)>(&calls).await {
                 Ok(rows) => {
                     for (user, (_, status, seen)) in chunk.iter().zip(rows) {
                         out.push(UserPresence {

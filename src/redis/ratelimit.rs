@@ -1,17 +1,17 @@
 //! Rate limits in Redis: one GCRA cell per user and action, decided atomically
 //! by `lua/gcra.lua`, so limits hold across every node.
 
+use super::Conn;
 use super::{timed, FailurePolicy};
 use crate::ids::{now_ms, UserId};
 use crate::ratelimit::{Action, Decision, Limits, RateLimiter};
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: Conn,
     script: Script,
     limits: Limits,
     failure: FailurePolicy,
@@ -20,7 +20,7 @@ pub struct RedisRateLimiter {
 }
 
 impl RedisRateLimiter {
-    pub fn new(conn: ConnectionManager, limits: Limits, failure: FailurePolicy) -> Self {
+    pub fn new(conn: Conn, limits: Limits, failure: FailurePolicy) -> Self {
         Self {
             conn,
             script: Script::new(include_str!("lua/gcra.lua")),

@@ -2,9 +2,10 @@
 -- A user's sessions live in a hash, field = "node:session", value = "status:expires_ms";
 -- a session whose expiry passed (its node died) counts as gone. The user's status is
 -- online if any live session is online, away if all live sessions are away, else offline.
--- KEYS[1]  rc:pres:{user}       the user's sessions (hash)
--- KEYS[2]  rc:seen:{user}       last_seen ms (kept after going offline)
--- KEYS[3]  rc:pres:expiring     zset of users by their latest session expiry (for sweepers)
+-- All three keys carry the user's bucket hash tag {bN} (one slot on a cluster).
+-- KEYS[1]  rc:pres:{bN}:<user>   the user's sessions (hash)
+-- KEYS[2]  rc:seen:{bN}:<user>   last_seen ms (kept after going offline)
+-- KEYS[3]  rc:pres:{bN}:expiring zset of the bucket's users by latest session expiry (sweepers)
 -- ARGV[1]  op: connect | disconnect | status | refresh | get | sweep
 -- ARGV[2]  now, ms
 -- ARGV[3]  session field ("node:session"; empty for get/sweep)
