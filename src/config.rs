@@ -207,6 +207,11 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_TYPING_TTL_MS", default_value_t = 5_000)]
     pub typing_ttl_ms: u64,
 
+    /// A session that sends nothing but heartbeats for this long turns `away`
+    /// by itself, and `online` again with its next request. 0: never.
+    #[arg(long, env = "ROOMCAST_PRESENCE_AWAY_AFTER_MS", default_value_t = 0)]
+    pub presence_away_after_ms: u64,
+
     /// Rooms with at most this many members list who is online and get presence pushes;
     /// larger rooms get online counts only.
     #[arg(long, env = "ROOMCAST_PRESENCE_LIST_MAX", default_value_t = 100)]

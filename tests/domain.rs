@@ -818,6 +818,60 @@ async fn presence_online_away_offline() {
     server.stop().await;
 }
 
+/// The next presence push about `user` (others are skipped).
+async fn next_status_of(c: &mut Connection, user: &str) -> Status {
+    let fut = async {
+        loop {
+            if let Some(ServerFrame::Presence(p)) = c.next_event().await {
+                if let Some(u) = p.users.iter().find(|u| u.user.as_str() == user) {
+                    return u.status;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("a presence push")
+}
+
+#[tokio::test]
+async fn presence_turns_away_after_inactivity_and_online_at_the_next_request() {
+    let mut server = TestServer::start_with(|c| {
+        c.no_rate_limits = true;
+        c.presence_away_after_ms = 400;
+    })
+    .await;
+    let alice = client(server.tcp, "alice").await;
+    let room = alice.create_room("r", false).await.unwrap();
+    alice.join(&room).await.unwrap();
+    let mut bob = client(server.tcp, "bob").await;
+    bob.join(&room).await.unwrap();
+    let t0 = std::time::Instant::now();
+    // Alice does nothing (the SDK's heartbeats do not count): away.
+    assert_eq!(next_status_of(&mut bob, "alice").await, Status::Away);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "not before the delay"
+    );
+    // Her next request brings her back.
+    alice.send(&room, "back", None).await.unwrap();
+    assert_eq!(next_status_of(&mut bob, "alice").await, Status::Online);
+    // Queried, not only pushed.
+    match ok(&bob, |id| {
+        ClientFrame::Presence(c::Presence {
+            id,
+            status: None,
+            users: vec![uid("alice")],
+        })
+    })
+    .await
+    {
+        ServerFrame::Presence(p) => assert_eq!(p.users[0].status, Status::Online),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn room_list_sync_favorites_and_directory() {
     let mut server = TestServer::start_with(|c| c.no_rate_limits = true).await;

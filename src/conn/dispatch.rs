@@ -63,6 +63,19 @@ pub async fn closed<'a>(
 
 /// Sends a presence change to the user's rooms on this node (only rooms loaded with
 /// subscribers push it) and, if `publish`, to the other nodes.
+/// Applies an automatic status change of a session (away after inactivity,
+/// online again at its next request) like a `presence {status}` request.
+pub async fn auto_status(
+    core: &Arc<Core>,
+    session: SessionId,
+    user: &UserId,
+    status: crate::proto::types::Status,
+) {
+    if let Some(change) = core.presence.set_status(user, session, status).await {
+        broadcast_presence(core, change, true).await;
+    }
+}
+
 pub async fn broadcast_presence(
     core: &Arc<Core>,
     change: crate::proto::types::UserPresence,

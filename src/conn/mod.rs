@@ -139,6 +139,11 @@ async fn read_loop<S>(
                 break;
             }
         }
+        if let Some(status) = session.poll_status() {
+            if let Some(user) = session.user().filter(|_| admitted) {
+                Box::pin(dispatch::auto_status(core, session_id, user, status)).await;
+            }
+        }
     }
     let user = session.user().filter(|_| admitted);
     Box::pin(dispatch::closed(core, session_id, user, session.joined())).await;

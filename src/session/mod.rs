@@ -2,14 +2,17 @@
 //!
 //! A transport driver feeds it frame payloads and the time; it answers with
 //! one [`Output`] per input: a frame to send, a validated request to dispatch,
-//! an admission to confirm, or a close. Deadlines (hello, idle) come from
-//! [`Session::deadline`] and fire through [`Session::handle_timeout`]. The same
-//! machine runs under every transport and in plain unit tests.
+//! an admission to confirm, or a close. Deadlines (hello, idle, away) come
+//! from [`Session::deadline`] and fire through [`Session::handle_timeout`];
+//! automatic presence changes (away after inactivity, online again on
+//! activity) are taken with [`Session::poll_status`]. The same machine runs
+//! under every transport and in plain unit tests.
 
 use crate::auth::Authenticator;
 use crate::ids::{RoomId, SessionId, UserId};
 use crate::proto::client::ClientFrame;
 use crate::proto::server::{Pong, Welcome};
+use crate::proto::types::Status;
 use crate::proto::{ErrorCode, ServerFrame, WireError, PROTOCOL_VERSION};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -33,6 +36,8 @@ pub struct SessionLimits {
     pub max_frame: usize,
     pub max_body_chars: usize,
     pub max_attachment_bytes: u64,
+    /// Inactivity after which the session turns away by itself (None: never).
+    pub away_after: Option<Duration>,
 }
 
 impl SessionLimits {
@@ -44,6 +49,8 @@ impl SessionLimits {
             max_frame: c.max_frame,
             max_body_chars: c.max_body_chars,
             max_attachment_bytes: c.max_attachment_bytes,
+            away_after: (c.presence_away_after_ms > 0)
+                .then(|| Duration::from_millis(c.presence_away_after_ms)),
         }
     }
 }
@@ -80,6 +87,14 @@ pub struct Session {
     limits: SessionLimits,
     state: State,
     last_rx: Instant,
+    /// Last request other than a heartbeat or a presence query.
+    last_active: Instant,
+    /// The status the client chose (online unless it said away).
+    chosen: Status,
+    /// Away because of inactivity (the client chose online).
+    auto_away: bool,
+    /// An automatic status change not yet taken by the driver.
+    status_change: Option<Status>,
     joined: HashSet<RoomId>,
 }
 
@@ -91,6 +106,10 @@ impl Session {
             limits,
             state: State::AwaitingHello { deadline },
             last_rx: now,
+            last_active: now,
+            chosen: Status::Online,
+            auto_away: false,
+            status_change: None,
             joined: HashSet::new(),
         }
     }
@@ -119,11 +138,45 @@ impl Session {
     pub fn deadline(&self) -> Instant {
         match &self.state {
             State::AwaitingHello { deadline } => *deadline,
-            _ => self.last_rx + self.limits.idle_timeout,
+            _ => {
+                let idle = self.last_rx + self.limits.idle_timeout;
+                match self.away_deadline() {
+                    Some(away) => away.min(idle),
+                    None => idle,
+                }
+            }
+        }
+    }
+
+    /// When the session turns away by itself, if it will.
+    fn away_deadline(&self) -> Option<Instant> {
+        let after = self.limits.away_after?;
+        let watching = matches!(self.state, State::Active { .. })
+            && self.chosen == Status::Online
+            && !self.auto_away;
+        watching.then(|| self.last_active + after)
+    }
+
+    /// An automatic status change for the driver to apply to presence: `Away`
+    /// after `away_after` without activity, `Online` at the next activity.
+    pub fn poll_status(&mut self) -> Option<Status> {
+        self.status_change.take()
+    }
+
+    /// A request that shows the user is there.
+    fn active(&mut self, now: Instant) {
+        self.last_active = now;
+        if self.auto_away {
+            self.auto_away = false;
+            self.status_change = Some(Status::Online);
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Output {
+        if self.away_deadline().is_some_and(|d| now >= d) {
+            self.auto_away = true;
+            self.status_change = Some(Status::Away);
+        }
         match &self.state {
             State::AwaitingHello { deadline } if now >= *deadline => self.close(WireError::new(
                 ErrorCode::HelloTimeout,
@@ -192,7 +245,7 @@ impl Session {
         };
         match &self.state {
             State::AwaitingHello { .. } => self.on_hello(frame, auth),
-            State::Active { .. } => match self.on_request(frame) {
+            State::Active { .. } => match self.on_request(frame, now) {
                 Ok(out) => out,
                 Err((id, e)) => Output::Reply(ServerFrame::error(id, e)),
             },
@@ -229,8 +282,18 @@ impl Session {
         }
     }
 
-    fn on_request(&mut self, mut frame: ClientFrame) -> Result<Output, (Option<u64>, WireError)> {
+    fn on_request(
+        &mut self,
+        mut frame: ClientFrame,
+        now: Instant,
+    ) -> Result<Output, (Option<u64>, WireError)> {
         let id = frame.id();
+        match &frame {
+            // Heartbeats (apps send them by themselves) and presence queries
+            // do not show that the user is there.
+            ClientFrame::Ping(_) | ClientFrame::Presence(_) => {}
+            _ => self.active(now),
+        }
         let bad = |m: String| (id, WireError::bad_request(m));
         let max_body = self.limits.max_body_chars;
         match &mut frame {
@@ -328,6 +391,13 @@ impl Session {
                 if p.status.is_none() && p.users.is_empty() {
                     return Err(bad("give status to set, or users to query".into()));
                 }
+                if let Some(status) = p.status {
+                    // The client's choice replaces any automatic status.
+                    self.chosen = status;
+                    self.auto_away = false;
+                    self.status_change = None;
+                    self.last_active = now;
+                }
             }
             ClientFrame::StartDirect(d) => {
                 if Some(&d.user) == self.user() {
@@ -376,6 +446,7 @@ mod tests {
             max_frame: 1024,
             max_body_chars: 10,
             max_attachment_bytes: 1000,
+            away_after: None,
         }
     }
 
@@ -485,6 +556,100 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn active_with_away(now: Instant, away_after: Duration) -> Session {
+        let a = auth();
+        let limits = SessionLimits {
+            away_after: Some(away_after),
+            ..limits()
+        };
+        let mut s = Session::new(SessionId(1), limits, now);
+        let token = a.mint("alice", 60).unwrap();
+        let out = s.handle_frame(
+            &p(json!({"t": "hello", "v": 1, "token": token, "id": 1})),
+            now,
+            &a,
+        );
+        assert!(matches!(out, Output::Admit { .. }), "{out:?}");
+        s
+    }
+
+    #[test]
+    fn inactivity_turns_away_and_activity_turns_online() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut s = active_with_away(t0, secs(10));
+        let a = auth();
+        assert_eq!(s.deadline(), t0 + secs(10), "the away deadline comes first");
+        // Heartbeats do not count as activity.
+        s.handle_frame(&p(json!({"t": "ping", "id": 2})), t0 + secs(5), &a);
+        assert_eq!(s.deadline(), t0 + secs(10));
+        assert_eq!(s.handle_timeout(t0 + secs(9)), Output::None);
+        assert_eq!(s.poll_status(), None);
+        assert_eq!(s.handle_timeout(t0 + secs(10)), Output::None);
+        assert_eq!(s.poll_status(), Some(Status::Away));
+        assert_eq!(s.poll_status(), None, "reported once");
+        assert_eq!(
+            s.deadline(),
+            t0 + secs(5) + secs(30),
+            "now only the idle deadline"
+        );
+        // A request: online again, and the away clock restarts.
+        let out = s.handle_frame(
+            &p(json!({"t": "typing", "id": 3, "room": "r"})),
+            t0 + secs(12),
+            &a,
+        );
+        assert!(matches!(out, Output::Request(_)));
+        assert_eq!(s.poll_status(), Some(Status::Online));
+        assert_eq!(s.deadline(), t0 + secs(22));
+        // Activity while online changes nothing.
+        s.handle_frame(
+            &p(json!({"t": "typing", "id": 4, "room": "r"})),
+            t0 + secs(13),
+            &a,
+        );
+        assert_eq!(s.poll_status(), None);
+    }
+
+    #[test]
+    fn a_chosen_status_overrides_the_automatic_one() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut s = active_with_away(t0, secs(10));
+        let a = auth();
+        s.handle_timeout(t0 + secs(10));
+        assert_eq!(s.poll_status(), Some(Status::Away));
+        // The client says away itself: activity no longer brings it back.
+        let out = s.handle_frame(
+            &p(json!({"t": "presence", "id": 2, "status": "away"})),
+            t0 + secs(11),
+            &a,
+        );
+        assert!(matches!(out, Output::Request(_)));
+        s.handle_frame(
+            &p(json!({"t": "typing", "id": 3, "room": "r"})),
+            t0 + secs(12),
+            &a,
+        );
+        assert_eq!(s.poll_status(), None, "away by choice stays away");
+        assert_eq!(s.deadline(), t0 + secs(12) + secs(30), "no away deadline");
+        // Online by choice: the inactivity clock runs again.
+        s.handle_frame(
+            &p(json!({"t": "presence", "id": 4, "status": "online"})),
+            t0 + secs(20),
+            &a,
+        );
+        assert_eq!(s.poll_status(), None, "the request itself sets it");
+        assert_eq!(s.deadline(), t0 + secs(30));
+        // Presence queries are not activity.
+        s.handle_frame(
+            &p(json!({"t": "presence", "id": 5, "users": ["bob"]})),
+            t0 + secs(25),
+            &a,
+        );
+        assert_eq!(s.deadline(), t0 + secs(30));
     }
 
     #[test]
