@@ -171,7 +171,13 @@ async fn quic_connect(
 > {
     let tls = tls::client_config(trust, &[tls::ALPN]).map_err(other)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
-    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    // No idle timeout of our own: the server's (twice its heartbeat, kept
+    // alive by its keep-alives) applies. quinn's default of 30 s would cut
+    // connections to a server whose heartbeat is 30 s or more.
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(None);
+    config.transport_config(Arc::new(transport));
     let bind: SocketAddr = if addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

@@ -12,7 +12,7 @@
 # over each of tcp, tls, quic and ws.
 #
 #   cargo build --release -p roomcast -p roomcast-load --example relay
-#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|reconnect|relay|transports|smoke|summary]
+#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|reconnect|relay|capacity|idle100k|transports|smoke|summary]
 set -euo pipefail
 BIN=${BIN:-./target/release}
 OUT=${OUT:-/tmp/rc-perf-results}
@@ -51,9 +51,10 @@ wait_pin() {
 
 start_server() { # NAME: starts roomcast pinned to core 0; sets $pid and $pin
   rm -rf "$DATA"
+  # shellcheck disable=SC2086 # SERVER_ARGS: extra flags, word-split on purpose
   taskset -c 0 "$BIN/roomcast" serve --no-rate-limits --data-dir "$DATA" \
     --tcp 127.0.0.1:7400 --quic 127.0.0.1:7401 --tls-tcp 127.0.0.1:7403 --http 127.0.0.1:7480 \
-    >"$OUT/$1.server.out" 2>"$OUT/$1.server.log" &
+    ${SERVER_ARGS:-} >"$OUT/$1.server.out" 2>"$OUT/$1.server.log" &
   pid=$!
   pin=$(wait_pin "$OUT/$1.server.out")
   wait_port 7400
@@ -185,7 +186,16 @@ case "${1:-all}" in
   relay)
     series relay-fanout relay fanout --rooms 10 --members 100 --publishers 1 --inflight 64 --duration 5s
     series relay-bigroom relay bigroom --rooms 1 --members 2000 --publishers 1 --inflight 64 --duration 5s ;;
+  capacity) # the load tool's own limits: small deliveries from the relay in big batches
+    series relay-capacity relay bigroom --rooms 1 --members 2000 --publishers 4 --inflight 256 --body-bytes 16 --duration 5s
+    # the same load against roomcast: its big-room figure without the tool's limit
+    series bigroom-small roomcast bigroom --rooms 1 --members 2000 --publishers 4 --inflight 256 --body-bytes 16 --duration 5s ;;
+  idle100k) # 100,000 held connections: QUIC (one UDP socket each side), because the
+    # open-files hard limit here (20,000, no CAP_SYS_RESOURCE) rules out a descriptor per
+    # connection; rooms of 10, a 60 s heartbeat, a server cap above 100k
+    TRANSPORT=quic SERVER_ARGS="--max-connections 120000 --heartbeat-ms 60000" \
+      series idle100k-quic roomcast --setup-timeout 120s idle --rooms 10000 --members 10 --duration 10s ;;
   summary) summary ;;
   all) for s in relay fanout bigroom latency idle storm; do "$0" "$s"; done; summary ;;
-  *) echo "usage: [TRANSPORT=tcp|tls|quic|ws] $0 [all|fanout|bigroom|latency|idle|storm|reconnect|relay|transports|smoke|summary]" >&2; exit 2 ;;
+  *) echo "usage: [TRANSPORT=tcp|tls|quic|ws] $0 [all|fanout|bigroom|latency|idle|storm|reconnect|relay|capacity|idle100k|transports|smoke|summary]" >&2; exit 2 ;;
 esac

@@ -52,6 +52,8 @@ pub struct Deliveries {
     pub out_of_order: u64,
     /// Pushes for a room the receiver did not follow.
     pub stray: u64,
+    /// Socket reads that returned data, on receiving connections.
+    pub reads: u64,
     /// `received` / the time from the start of publishing to the last delivery.
     pub per_second: f64,
 }
@@ -110,6 +112,7 @@ impl Report {
         self.deliveries.duplicates = s.duplicates.load(Relaxed);
         self.deliveries.out_of_order = s.out_of_order.load(Relaxed);
         self.deliveries.stray = s.stray.load(Relaxed);
+        self.deliveries.reads = s.reads.load(Relaxed);
         self.connections = s.conns_ready.load(Relaxed);
         self.connections_failed = s.conns_failed.load(Relaxed);
         if let Ok(e) = s.errors.lock() {
@@ -192,6 +195,14 @@ impl Report {
                 },
                 human(d.per_second)
             );
+            if d.reads > 0 {
+                let _ = writeln!(
+                    s,
+                    "reads         {} socket reads with data, {:.1} deliveries per read",
+                    d.reads,
+                    d.received as f64 / d.reads as f64
+                );
+            }
         }
         for (name, l) in &self.latency {
             let _ = writeln!(

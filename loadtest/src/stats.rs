@@ -32,6 +32,10 @@ pub struct Shared {
     pub stray: AtomicU64,
     /// Completed requests (mixed scenario).
     pub requests: AtomicU64,
+    /// Socket reads that returned data on receiving connections (deliveries
+    /// per read tells how well the server batches, and what the tool pays per
+    /// system call).
+    pub reads: AtomicU64,
     pub last_delivery_ns: AtomicU64,
     pub last_ack_ns: AtomicU64,
     pub errors: Mutex<BTreeMap<String, u64>>,
@@ -55,6 +59,7 @@ impl Default for Shared {
             out_of_order: AtomicU64::new(0),
             stray: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
             last_ack_ns: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
@@ -98,6 +103,7 @@ pub struct Local {
     pub out_of_order: u64,
     pub stray: u64,
     pub requests: u64,
+    pub reads: u64,
     pub last_delivery_ns: u64,
     pub last_ack_ns: u64,
     pub delivery_ns: Vec<u64>,
@@ -123,7 +129,8 @@ impl Local {
             duplicates,
             out_of_order,
             stray,
-            requests
+            requests,
+            reads
         );
         if self.last_delivery_ns > 0 {
             s.last_delivery_ns.fetch_max(self.last_delivery_ns, Relaxed);

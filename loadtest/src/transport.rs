@@ -148,6 +148,10 @@ impl Target {
                 let mut config = quinn::ClientConfig::new(Arc::new(crypto));
                 let mut transport = quinn::TransportConfig::default();
                 // The server sends keep-alives; the client needs no streams from it.
+                // No idle timeout of our own: the server's (twice its heartbeat)
+                // applies; quinn's 30 s default would cut idle connections to a
+                // server whose heartbeat is 30 s or more.
+                transport.max_idle_timeout(None);
                 transport.max_concurrent_uni_streams(0u8.into());
                 transport.max_concurrent_bidi_streams(0u8.into());
                 config.transport_config(Arc::new(transport));

@@ -83,6 +83,13 @@ async fn fanout_and_latency_account_exactly() {
     let r = rooms::run("fanout", &common, &a).await.expect("fanout");
     assert_eq!(r.connections, 15);
     assert_exact(&r, 3 * 2 * 200, 5);
+    let d = &r.deliveries;
+    assert!(
+        d.reads > 0 && d.reads <= d.received,
+        "reads with data: {} for {} deliveries",
+        d.reads,
+        d.received
+    );
 
     // Latency: 400 publishes/s in total for 0.5 s into 2 rooms of 4, bounded by count.
     let mut a = RoomsArgs::defaults();
@@ -125,6 +132,8 @@ async fn idle_storm_and_mixed_run_clean() {
     let r = rooms::run("idle", &common, &a).await.expect("idle");
     assert_eq!((r.connections, r.connections_failed), (20, 0));
     assert!(r.errors.is_empty(), "{}", r.summary());
+    assert_eq!(r.extra.get("open_at_start_of_hold"), Some(&20.0));
+    assert_eq!(r.extra.get("open_at_end_of_hold"), Some(&20.0));
 
     let mut s = StormArgs::defaults();
     s.connections = 40;

@@ -68,7 +68,7 @@ pub async fn run(common: &Common, args: &MixedArgs) -> anyhow::Result<Report> {
         "--body-bytes must be at least {}",
         wire::STAMP_LEN
     );
-    super::check_fd_limit(args.clients)?;
+    super::check_fd_limit(args.clients, common.transport)?;
     let tokens = Tokens::new(common.secret.as_deref(), common.token_cmd.as_deref())?;
     let mut admin = Conn::open(&target, 0, 4096).await?;
     admin

@@ -12,6 +12,7 @@ pub mod rooms;
 pub mod storm;
 
 use crate::opts::Common;
+use crate::transport::Transport;
 
 /// Where a run is; every connection task watches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,13 +39,20 @@ pub fn room_name(scenario: &str, run: &str, k: usize) -> String {
 }
 
 /// Fails early, with the fix, when the open-files limit cannot hold `conns` sockets.
-pub fn check_fd_limit(conns: usize) -> anyhow::Result<()> {
-    if let Some(limit) = crate::procfs::open_files_limit() {
+pub fn check_fd_limit(conns: usize, transport: Transport) -> anyhow::Result<()> {
+    // QUIC connections share a few UDP sockets; every other transport holds
+    // one descriptor per connection.
+    if transport == Transport::Quic {
+        return Ok(());
+    }
+    let limit = crate::procfs::raise_open_files_limit().or_else(crate::procfs::open_files_limit);
+    if let Some(limit) = limit {
         let need = conns as u64 + 64;
         anyhow::ensure!(
             need <= limit,
-            "{conns} connections need about {need} open files but the limit is {limit}: \
-             raise it first (e.g. `ulimit -n {}`), for the server too",
+            "{conns} connections need about {need} open files but the limit is {limit} (the \
+             hard limit, already raised to): raise the hard limit first (root: `ulimit -Hn {}`), \
+             for the server too, or use --transport quic (one UDP socket for many connections)",
             (need * 2).max(200_000)
         );
     }

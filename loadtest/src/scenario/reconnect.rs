@@ -93,7 +93,7 @@ pub async fn run_with(
         args.backoff_initial > Duration::ZERO && args.backoff_max >= args.backoff_initial,
         "--backoff-initial must be positive and at most --backoff-max"
     );
-    super::check_fd_limit(args.connections)?;
+    super::check_fd_limit(args.connections, common.transport)?;
     let tokens = Tokens::new(common.secret.as_deref(), common.token_cmd.as_deref())?;
     let mut minted = Vec::with_capacity(args.connections);
     for i in 0..args.connections {

@@ -67,7 +67,7 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
         wire::STAMP_LEN
     );
     let total = args.rooms * args.members;
-    super::check_fd_limit(total)?;
+    super::check_fd_limit(total, common.transport)?;
     let tokens = Tokens::new(common.secret.as_deref(), common.token_cmd.as_deref())?;
     let stats = Arc::new(Shared::default());
     let server_pid = common.server_pid.map(|p| p.to_string());
@@ -164,7 +164,11 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     } else {
+        let open = stats.conns_open.load(Relaxed) as f64;
+        report.extra.insert("open_at_start_of_hold".into(), open);
         tokio::time::sleep(args.duration).await;
+        let open = stats.conns_open.load(Relaxed) as f64;
+        report.extra.insert("open_at_end_of_hold".into(), open);
     }
     report.tool_cpu_percent = tool_cpu.percent();
     let server_cpu = server_cpu.and_then(|m| m.percent());
@@ -252,15 +256,43 @@ async fn setup(ctx: &Ctx, i: usize, room: &str) -> Result<(Conn, u64, u64), Conn
     tokio::time::timeout(ctx.common.setup_timeout, async {
         let start = clock::now_ns();
         let mut c = Conn::open(&ctx.target, i, ctx.args.read_buffer).await?;
-        ctx.stats.conns_open.fetch_add(1, Relaxed);
+        // Counted open until setup fails or times out (the guard's drop).
+        let open = OpenGuard::new(&ctx.stats);
         let hb = c.hello(&token).await?;
         ctx.stats
             .record_named("handshake", clock::now_ns().saturating_sub(start));
         let seq = c.join(room).await?;
+        open.keep();
         Ok((c, seq, hb))
     })
     .await
     .map_err(|_| ConnError::Timeout)?
+}
+
+/// Counts a connection in `conns_open` from its opening; uncounts it when
+/// dropped before [`OpenGuard::keep`] (setup failed or timed out).
+struct OpenGuard<'a> {
+    stats: &'a Shared,
+    kept: bool,
+}
+
+impl<'a> OpenGuard<'a> {
+    fn new(stats: &'a Shared) -> Self {
+        stats.conns_open.fetch_add(1, Relaxed);
+        OpenGuard { stats, kept: false }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.stats.conns_open.fetch_sub(1, Relaxed);
+        }
+    }
 }
 
 /// One simulated member: set up, then receive (and publish, if it is a publisher) until stopped.
@@ -348,6 +380,7 @@ async fn member(ctx: Arc<Ctx>, i: usize, mut phase: watch::Receiver<Phase>) {
                     if !read? {
                         return Err(ConnError::Closed);
                     }
+                    rx.local.reads += 1;
                     let now_ns = clock::now_ns();
                     while let Some(r) = conn.next_frame()? {
                         let f = wire::parse(conn.payload(r))?;

@@ -21,11 +21,14 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<Report> {
         args.connections > 0 && args.concurrency > 0,
         "--connections and --concurrency must be positive"
     );
-    super::check_fd_limit(if args.hold {
-        args.connections
-    } else {
-        args.concurrency
-    })?;
+    super::check_fd_limit(
+        if args.hold {
+            args.connections
+        } else {
+            args.concurrency
+        },
+        common.transport,
+    )?;
     let tokens = Arc::new(Tokens::new(
         common.secret.as_deref(),
         common.token_cmd.as_deref(),
