@@ -230,7 +230,22 @@ async fn shutdown_tells_clients_to_reconnect(t: Transport) {
 }
 
 #[tokio::test]
-async fn slow_consumers_are_cut_off_without_slowing_the_room() {
+async fn slow_consumers_are_cut_off_without_slowing_the_room_tcp() {
+    slow_consumers_are_cut_off_without_slowing_the_room(Transport::Tcp).await
+}
+
+#[tokio::test]
+async fn slow_consumers_are_cut_off_without_slowing_the_room_tls() {
+    slow_consumers_are_cut_off_without_slowing_the_room(Transport::Tls).await
+}
+
+#[tokio::test]
+async fn slow_consumers_are_cut_off_without_slowing_the_room_quic() {
+    slow_consumers_are_cut_off_without_slowing_the_room(Transport::Quic).await
+}
+
+// (WebSocket: tests/transports.rs, ws_slow_consumers_are_cut_off_with_1013.)
+async fn slow_consumers_are_cut_off_without_slowing_the_room(t: Transport) {
     let mut server = TestServer::start_with(|c| {
         c.no_rate_limits = true;
         c.outbox_bytes = 256 * 1024;
@@ -240,10 +255,8 @@ async fn slow_consumers_are_cut_off_without_slowing_the_room() {
     let room = alice.create_room("firehose", false).await.unwrap();
     alice.join(&room).await.unwrap();
 
-    // A member that never reads, with a tiny receive buffer.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut slow = Raw::from_stream(sock.connect(server.tcp).await.unwrap());
+    // A member that never reads, with a tiny receive buffer or window.
+    let mut slow = Raw::connect_small_window(&server, t).await;
     slow.hello("sloth").await;
     slow.send_map(json!({"t": "join", "id": 1, "room": room.as_str()}))
         .await;

@@ -15,7 +15,6 @@ use roomcast_client::{Connection, Endpoint, Trust};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
@@ -213,10 +212,16 @@ pub async fn client(addr: SocketAddr, user: &str) -> roomcast_client::Connection
     c
 }
 
-/// A raw connection for malformed input: frames in, bytes out.
+type RawRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type RawWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// A raw connection over any byte stream (TCP, TLS, a QUIC stream): frames
+/// in, bytes out, and it reads only when asked (for slow consumers).
 pub struct Raw {
-    pub rx: FramedRead<OwnedReadHalf, FrameCodec>,
-    pub tx: OwnedWriteHalf,
+    pub rx: FramedRead<RawRead, FrameCodec>,
+    pub tx: RawWrite,
+    /// What must outlive the streams (a QUIC connection and its endpoint).
+    _keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Raw {
@@ -227,9 +232,69 @@ impl Raw {
 
     pub fn from_stream(s: TcpStream) -> Raw {
         let (r, w) = s.into_split();
+        Self::from_io(Box::new(r), Box::new(w), None)
+    }
+
+    pub fn from_io(r: RawRead, w: RawWrite, keep: Option<Box<dyn std::any::Any + Send>>) -> Raw {
         Raw {
             rx: FramedRead::new(r, FrameCodec::new(64 * 1024 * 1024)),
             tx: w,
+            _keep: keep,
+        }
+    }
+
+    /// A byte-stream connection over `t` (TCP, TLS or QUIC) whose receive
+    /// side holds little: a 4 KiB socket buffer, a 16 KiB QUIC window, so a
+    /// client that stops reading pushes back on the server at once.
+    pub async fn connect_small_window(server: &TestServer, t: Transport) -> Raw {
+        let pin = || Trust::Pin(roomcast_client::parse_pin(&server.fingerprint).expect("pin"));
+        let small_tcp = |addr: SocketAddr| async move {
+            let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+            sock.set_recv_buffer_size(4096).expect("rcvbuf");
+            sock.connect(addr).await.expect("connect")
+        };
+        match t {
+            Transport::Tcp => Self::from_stream(small_tcp(server.tcp).await),
+            Transport::Tls => {
+                let config =
+                    roomcast_client::tls::client_config(&pin(), &[roomcast_client::tls::ALPN])
+                        .expect("tls config");
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                    .connect(name, small_tcp(server.tls).await)
+                    .await
+                    .expect("tls handshake");
+                let (r, w) = tokio::io::split(stream);
+                Self::from_io(Box::new(r), Box::new(w), None)
+            }
+            Transport::Quic => {
+                let tls =
+                    roomcast_client::tls::client_config(&pin(), &[roomcast_client::tls::ALPN])
+                        .expect("tls config");
+                let crypto =
+                    quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+                let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+                let mut transport = quinn::TransportConfig::default();
+                transport
+                    .stream_receive_window(16_384u32.into())
+                    .receive_window(16_384u32.into());
+                config.transport_config(std::sync::Arc::new(transport));
+                let mut endpoint =
+                    quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("endpoint");
+                endpoint.set_default_client_config(config);
+                let conn = endpoint
+                    .connect(server.quic, "localhost")
+                    .expect("connect")
+                    .await
+                    .expect("quic handshake");
+                let (send, recv) = conn.open_bi().await.expect("stream");
+                Self::from_io(
+                    Box::new(recv),
+                    Box::new(send),
+                    Some(Box::new((conn, endpoint))),
+                )
+            }
+            Transport::Ws => panic!("WebSocket has its own raw client (tests/transports.rs)"),
         }
     }
 
