@@ -4,13 +4,19 @@
 //! without ever waiting: a push that would take the queue past its bound marks
 //! the connection slow and kills it instead, so one slow client never slows a
 //! room. The writer side drains the queue and accounts the bytes back.
+//!
+//! The queue is a `VecDeque` under a mutex with a `Notify`, not a channel: it
+//! allocates nothing until the first frame and gives back what a burst made
+//! it grow to, where an mpsc channel keeps a 32-slot block (~1.1 KB) on every
+//! idle connection. Both sides hold the lock only to move items.
 
 use crate::ids::SessionId;
 use crate::proto::{self, ServerFrame};
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub enum OutItem {
@@ -20,9 +26,25 @@ pub enum OutItem {
     Close,
 }
 
+/// A drained queue keeps at most this many slots of capacity.
+const KEEP_CAPACITY: usize = 64;
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<OutItem>,
+    /// Every [`Outbox`] is gone: the receiver ends once the queue is empty.
+    senders_gone: bool,
+    /// The [`OutboxReceiver`] is gone: pushes are refused.
+    receiver_gone: bool,
+}
+
 struct Inner {
     session: SessionId,
-    tx: mpsc::UnboundedSender<OutItem>,
+    queue: Mutex<Queue>,
+    /// Signalled when the queue goes from empty to not empty, or closes.
+    ready: Notify,
+    /// Live [`Outbox`] handles.
+    senders: AtomicUsize,
     queued: AtomicUsize,
     limit: usize,
     slow: AtomicBool,
@@ -37,26 +59,71 @@ impl Inner {
         self.dead.store(true, Ordering::Release);
         self.kill.cancel();
     }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding it; a poisoned queue is still consistent.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one item; false if the receiver is gone.
+    fn enqueue(&self, item: OutItem) -> bool {
+        let mut q = self.lock();
+        if q.receiver_gone {
+            return false;
+        }
+        let was_empty = q.items.is_empty();
+        q.items.push_back(item);
+        drop(q);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
+    }
 }
 
 /// The push side: cheap to clone, held by routers for each subscription.
-#[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Inner>,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.inner.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.inner.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.lock().senders_gone = true;
+            self.inner.ready.notify_one();
+        }
+    }
 }
 
 /// The drain side, owned by the connection's writer.
 pub struct OutboxReceiver {
     inner: Arc<Inner>,
-    rx: mpsc::UnboundedReceiver<OutItem>,
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut q = self.inner.lock();
+        q.receiver_gone = true;
+        q.items = VecDeque::new();
+    }
 }
 
 impl Outbox {
     pub fn new(session: SessionId, limit: usize) -> (Outbox, OutboxReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             session,
-            tx,
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            senders: AtomicUsize::new(1),
             queued: AtomicUsize::new(0),
             limit,
             slow: AtomicBool::new(false),
@@ -67,7 +134,7 @@ impl Outbox {
             Outbox {
                 inner: inner.clone(),
             },
-            OutboxReceiver { inner, rx },
+            OutboxReceiver { inner },
         )
     }
 
@@ -93,7 +160,7 @@ impl Outbox {
             inner.die();
             return false;
         }
-        inner.tx.send(OutItem::Frames(frames)).is_ok()
+        inner.enqueue(OutItem::Frames(frames))
     }
 
     /// Queues ephemeral frames (typing, presence) only while the queue is under half
@@ -106,7 +173,7 @@ impl Outbox {
             return false;
         }
         inner.queued.fetch_add(frames.len(), Ordering::AcqRel);
-        inner.tx.send(OutItem::Frames(frames)).is_ok()
+        inner.enqueue(OutItem::Frames(frames))
     }
 
     /// Marks the connection slow and kills it (it closes with `slow_consumer`).
@@ -128,13 +195,13 @@ impl Outbox {
     /// Queues a last frame (bypassing the byte bound) and asks the writer to
     /// close after flushing.
     pub fn close_with(&self, frame: &ServerFrame) {
-        let _ = self.inner.tx.send(OutItem::Frames(proto::encode(frame)));
-        let _ = self.inner.tx.send(OutItem::Close);
+        let _ = self.inner.enqueue(OutItem::Frames(proto::encode(frame)));
+        let _ = self.inner.enqueue(OutItem::Close);
     }
 
     /// Asks the writer to close after flushing what is queued.
     pub fn close(&self) {
-        let _ = self.inner.tx.send(OutItem::Close);
+        let _ = self.inner.enqueue(OutItem::Close);
     }
 
     /// Kills the connection now, without flushing.
@@ -162,13 +229,31 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
-    /// Waits for the next items, appending up to `limit` of them to `out`; 0 means closed.
+    /// Waits for the next items, appending up to `limit` of them to `out`; 0
+    /// means closed (every [`Outbox`] is gone and nothing is left).
     pub async fn recv_many(&mut self, out: &mut Vec<OutItem>, limit: usize) -> usize {
-        self.rx.recv_many(out, limit).await
+        loop {
+            {
+                let mut q = self.inner.lock();
+                if !q.items.is_empty() {
+                    let n = limit.min(q.items.len());
+                    out.extend(q.items.drain(..n));
+                    if q.items.is_empty() && q.items.capacity() > KEEP_CAPACITY {
+                        q.items = VecDeque::new();
+                    }
+                    return n;
+                }
+                if q.senders_gone {
+                    return 0;
+                }
+            }
+            // A push between the check and this wait leaves a permit: no lost wake-up.
+            self.inner.ready.notified().await;
+        }
     }
 
     pub fn try_recv(&mut self) -> Option<OutItem> {
-        self.rx.try_recv().ok()
+        self.inner.lock().items.pop_front()
     }
 
     /// Gives back the byte budget of frames the writer has taken.
@@ -219,5 +304,52 @@ mod tests {
         rx.taken(6);
         assert!(out.push(Bytes::from_static(b"123456")));
         assert_eq!(out.queued_bytes(), 6);
+    }
+
+    #[tokio::test]
+    async fn the_receiver_ends_when_every_outbox_is_gone() {
+        let (out, mut rx) = Outbox::new(SessionId(1), 100);
+        let other = out.clone();
+        assert!(out.push(Bytes::from_static(b"a")));
+        drop(out);
+        assert!(other.push(Bytes::from_static(b"b")));
+        let waiter = tokio::spawn(async move {
+            let mut items = Vec::new();
+            let mut total = 0;
+            loop {
+                let n = rx.recv_many(&mut items, 10).await;
+                if n == 0 {
+                    return total;
+                }
+                total += n;
+            }
+        });
+        tokio::task::yield_now().await;
+        drop(other);
+        assert_eq!(waiter.await.unwrap(), 2, "what was queued, then the end");
+    }
+
+    #[tokio::test]
+    async fn pushes_wake_a_waiting_receiver_and_fail_once_it_is_gone() {
+        let (out, mut rx) = Outbox::new(SessionId(1), 1 << 20);
+        let waiter = tokio::spawn(async move {
+            let mut items = Vec::new();
+            let n = rx.recv_many(&mut items, 10).await;
+            (n, rx)
+        });
+        tokio::task::yield_now().await;
+        assert!(out.push(Bytes::from_static(b"x")));
+        let (n, mut rx) = waiter.await.unwrap();
+        assert_eq!(n, 1);
+        // A burst grows the queue; draining it gives the memory back.
+        for _ in 0..1000 {
+            assert!(out.push(Bytes::from_static(b"y")));
+        }
+        let mut items = Vec::new();
+        assert_eq!(rx.recv_many(&mut items, 2000).await, 1000);
+        assert!(rx.inner.lock().items.capacity() <= KEEP_CAPACITY);
+        assert!(rx.try_recv().is_none());
+        drop(rx);
+        assert!(!out.push(Bytes::from_static(b"z")), "nobody drains any more");
     }
 }
