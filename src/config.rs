@@ -110,6 +110,12 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_HTTP", default_value = "127.0.0.1:7480")]
     pub http: SocketAddr,
 
+    /// HTTPS listener (off unless given): the HTTP listener's routes over TLS
+    /// (`wss://HOST/ws` for browsers on https pages, `https://HOST/health`), with
+    /// the certificate of `--tls-cert` / `--tls-key` or the generated one.
+    #[arg(long, env = "ROOMCAST_HTTPS")]
+    pub https: Option<SocketAddr>,
+
     /// Browser origins allowed to open `/ws`, comma-separated (e.g.
     /// `https://app.example.com`); `*` allows any. Requests without an `Origin`
     /// header (native clients) are always allowed.
@@ -357,6 +363,7 @@ impl Config {
         c.quic = ([127, 0, 0, 1], 0).into();
         c.http = ([127, 0, 0, 1], 0).into();
         c.tls_tcp = Some(([127, 0, 0, 1], 0).into());
+        c.https = Some(([127, 0, 0, 1], 0).into());
         c.data_dir = data_dir.into();
         c.jwt_secret = Some("test-secret-test-secret-test-secret".into());
         c.fsync = FsyncPolicy::Never;

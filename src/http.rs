@@ -1,15 +1,22 @@
 //! The HTTP listener: `GET /health`, and `GET /ws`, the WebSocket bridge
-//! ([`crate::transport::ws`]); the REST API mounts here.
+//! ([`crate::transport::ws`]); the REST API mounts here. The same routes are
+//! served over TLS on the optional HTTPS listener ([`TlsListener`]).
 
 use crate::server::Core;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::Listener;
 use axum::{Json, Router};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub fn router(core: Arc<Core>) -> Router {
@@ -34,17 +41,94 @@ async fn health(State(core): State<Arc<Core>>) -> (StatusCode, Json<serde_json::
     )
 }
 
-pub async fn serve(
+/// Serves the routes on `listener` (plain [`TcpListener`] or [`TlsListener`])
+/// until `shutdown`.
+pub async fn serve<L>(
     core: Arc<Core>,
-    listener: TcpListener,
+    listener: L,
     bridge: crate::transport::ws::Bridge,
     shutdown: CancellationToken,
-) {
+) where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = router(core).merge(crate::transport::ws::router(bridge));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
     {
         tracing::error!(error = %e, "http server failed");
+    }
+}
+
+/// The HTTPS listener (`--https`): TLS handshakes run in their own tasks,
+/// bounded by the hello timeout, never in the accept loop; finished streams
+/// are handed to the HTTP server through a channel. A failed handshake is
+/// logged at debug and the socket closed.
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+/// Finished handshakes waiting for the HTTP server to take them.
+const READY_QUEUE: usize = 1024;
+
+impl TlsListener {
+    pub fn start(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        handshake_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(READY_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let (socket, peer) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of descriptors, mostly: back off instead of spinning.
+                            tracing::warn!(error = %e, "https accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx, stop) = (acceptor.clone(), tx.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = tokio::time::timeout(handshake_timeout, acceptor.accept(socket)) => r,
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "https handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "https handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { rx, local })
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // Shutting down: the HTTP server stops asking once it is told to.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }

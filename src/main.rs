@@ -90,11 +90,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
             Some(a) => a.to_string(),
             None => "off".to_string(),
         };
+        let https = match server.https_addr()? {
+            Some(a) => a.to_string(),
+            None => "off".to_string(),
+        };
         // One line on stdout that scripts and tests can parse. `ws` is
         // `ws://HTTP/ws`; the fingerprint is the SHA-256 of the TLS/QUIC
         // certificate, for clients that pin it.
         println!(
-            "roomcast listening tcp={tcp} quic={quic} tls={tls} http={http} sha256={} data_dir={}",
+            "roomcast listening tcp={tcp} quic={quic} tls={tls} http={http} https={https} sha256={} data_dir={}",
             server.tls_fingerprint(),
             data_dir.display()
         );

@@ -64,6 +64,8 @@ pub struct Server {
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     quic: quinn::Endpoint,
     http: TcpListener,
+    /// The HTTPS listener (`--https`), with its acceptor.
+    https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     fingerprint: String,
     shards: Vec<JoinHandle<()>>,
     /// Background tasks (Redis presence upkeep, publishing); cancelled last.
@@ -112,6 +114,17 @@ impl Server {
                     .await
                     .map_err(|e| anyhow::anyhow!("binding TLS {addr}: {e}"))?;
                 let server_config = tls::server_config(&identity, &[tls::ALPN], false)?;
+                let acceptor = transport::tls::acceptor(Arc::new(server_config));
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
+        let https = match config.https {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding HTTPS {addr}: {e}"))?;
+                let server_config = tls::server_config(&identity, &[b"http/1.1"], false)?;
                 let acceptor = transport::tls::acceptor(Arc::new(server_config));
                 Some((listener, acceptor))
             }
@@ -228,6 +241,7 @@ impl Server {
             tls,
             quic,
             http,
+            https,
             fingerprint: identity.fingerprint,
             shards,
         })
@@ -256,6 +270,11 @@ impl Server {
         self.http.local_addr()
     }
 
+    /// The HTTPS address, if `--https` is set.
+    pub fn https_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.https.as_ref().map(|(l, _)| l.local_addr()).transpose()
+    }
+
     pub fn core(&self) -> &Arc<Core> {
         &self.core
     }
@@ -269,6 +288,7 @@ impl Server {
             tls,
             quic,
             http,
+            https,
             shards,
             background,
             ..
@@ -298,6 +318,23 @@ impl Server {
             conns.clone(),
         )));
         let bridge = transport::ws::Bridge::new(core.clone(), tracker.clone(), conns.clone());
+        let https_task = match https {
+            Some((listener, acceptor)) => {
+                let listener = http::TlsListener::start(
+                    listener,
+                    acceptor,
+                    core.config.hello_timeout(),
+                    shutdown.clone(),
+                )?;
+                Some(tokio::spawn(http::serve(
+                    core.clone(),
+                    listener,
+                    bridge.clone(),
+                    shutdown.clone(),
+                )))
+            }
+            None => None,
+        };
         let http_task = tokio::spawn(http::serve(core.clone(), http, bridge, shutdown.clone()));
 
         shutdown.cancelled().await;
@@ -338,6 +375,9 @@ impl Server {
             tracing::error!(error = %e, "final store flush failed");
         }
         let _ = http_task.await;
+        if let Some(t) = https_task {
+            let _ = t.await;
+        }
         background.cancel();
         tracing::info!("shutdown complete");
         Ok(())

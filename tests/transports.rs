@@ -716,3 +716,98 @@ async fn ws_compression_with_context_takeover_refers_back_to_earlier_messages() 
     assert!(sizes[1] * 2 < sizes[0], "{sizes:?}");
     server.stop().await;
 }
+
+/// A TLS connection to the HTTPS listener, pinning the server's certificate.
+async fn https_connect(
+    server: &TestServer,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let trust = Trust::Pin(roomcast_client::parse_pin(&server.fingerprint).unwrap());
+    let config = roomcast_client::tls::client_config(&trust, &[b"http/1.1"]).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let socket = tokio::net::TcpStream::connect(server.https).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, socket)
+        .await
+        .expect("tls handshake with the https listener")
+}
+
+#[tokio::test]
+async fn wss_and_https_serve_the_http_routes_over_tls() {
+    let mut server = TestServer::start_with(|c| c.no_rate_limits = true).await;
+    let alice = client_on(&server, Transport::Tcp, "alice").await;
+    let room = alice.create_room("secure", false).await.unwrap();
+    alice.join(&room).await.unwrap();
+
+    // A browser on an https page: wss://HOST/ws, the same binary messages.
+    let (mut ws, _) =
+        tokio_tungstenite::client_async("wss://localhost/ws", https_connect(&server).await)
+            .await
+            .expect("websocket over tls");
+    ws.send(payload(
+        json!({"t": "hello", "v": 1, "token": token("bob"), "id": 1}),
+    ))
+    .await
+    .unwrap();
+    ws.send(payload(
+        json!({"t": "join", "id": 2, "room": room.as_str()}),
+    ))
+    .await
+    .unwrap();
+    let mut joined = false;
+    let mut got = None;
+    while got.is_none() {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("WAIT") {
+            Some(Ok(Message::Binary(b))) => match ServerFrame::decode(&b).unwrap() {
+                ServerFrame::Joined(_) => {
+                    joined = true;
+                    alice.send(&room, "over tls", None).await.unwrap();
+                }
+                ServerFrame::Msg(m) => got = Some(m.body),
+                _ => {}
+            },
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(joined);
+    assert_eq!(got.as_deref(), Some("over tls"));
+
+    // The Rust SDK over wss://, pinning the same certificate.
+    let wss = roomcast_client::Endpoint::Wss {
+        url: format!("wss://127.0.0.1:{}/ws", server.https.port()),
+        trust: Trust::Pin(roomcast_client::parse_pin(&server.fingerprint).unwrap()),
+    };
+    let (mut carol, _) = roomcast_client::Connection::connect_to_with_token(&wss, &token("carol"))
+        .await
+        .expect("sdk over wss");
+    carol.join(&room).await.unwrap();
+    alice.send(&room, "to the sdk", None).await.unwrap();
+    assert_eq!(next_msg(&mut carol).await.body, "to the sdk");
+
+    // https://HOST/health.
+    let mut s = https_connect(&server).await;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp).await;
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#""status":"ok""#), "{resp}");
+
+    // Plain HTTP on the HTTPS port is refused by the TLS layer; others are served.
+    let mut plain = tokio::net::TcpStream::connect(server.https).await.unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200"),
+        "no HTTP answer in clear"
+    );
+    alice.ping().await.unwrap();
+    let _ = https_connect(&server).await;
+    server.stop().await;
+}

@@ -32,6 +32,13 @@ fn endpoint(url: &str, pin: Option<&str>) -> Result<Endpoint, Box<dyn Error>> {
     if scheme == "ws" {
         return Ok(Endpoint::Ws(url.to_string()));
     }
+    if scheme == "wss" {
+        let pin = pin.ok_or("wss needs --pin (the server's sha256=)")?;
+        return Ok(Endpoint::Wss {
+            url: url.to_string(),
+            trust: Trust::Pin(roomcast_client::parse_pin(pin)?),
+        });
+    }
     let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h).to_string();
     let addr = rest.to_socket_addrs()?.next().ok_or("no address")?;
     let trust = || -> Result<Trust, Box<dyn Error>> {

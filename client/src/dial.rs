@@ -38,6 +38,9 @@ pub enum Endpoint {
     },
     /// The WebSocket bridge, e.g. `ws://127.0.0.1:7480/ws` (binary messages).
     Ws(String),
+    /// The WebSocket bridge over TLS (server `--https`), e.g.
+    /// `wss://chat.example.com:7481/ws`; the URL's host is the server name.
+    Wss { url: String, trust: Trust },
 }
 
 impl Endpoint {
@@ -48,6 +51,7 @@ impl Endpoint {
             Endpoint::Tls { .. } => "tls",
             Endpoint::Quic { .. } => "quic",
             Endpoint::Ws(_) => "ws",
+            Endpoint::Wss { .. } => "wss",
         }
     }
 }
@@ -105,7 +109,22 @@ pub(crate) async fn open(
                 (connection, endpoint),
             ))
         }
-        Endpoint::Ws(url) => ws_connect(url, out, close).await,
+        Endpoint::Ws(url) => {
+            let socket = ws_socket(url, 80).await?;
+            ws_connect(url, socket, out, close).await
+        }
+        Endpoint::Wss { url, trust } => {
+            let socket = ws_socket(url, 443).await?;
+            let uri: tungstenite::http::Uri = url.parse().map_err(other)?;
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| other(format!("server name {host:?}: {e}")))?;
+            let config = tls::client_config(trust, &[b"http/1.1"]).map_err(other)?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, socket)
+                .await?;
+            ws_connect(url, stream, out, close).await
+        }
     }
 }
 
@@ -197,16 +216,25 @@ async fn quic_connect(
     Ok((connection, endpoint, send, recv))
 }
 
-async fn ws_connect(
-    url: &str,
-    mut out: mpsc::UnboundedReceiver<Bytes>,
-    mut close: watch::Receiver<bool>,
-) -> Result<Payloads, ConnError> {
+/// The TCP connection for a `ws://` or `wss://` URL (`default_port` if none).
+async fn ws_socket(url: &str, default_port: u16) -> Result<TcpStream, ConnError> {
     let uri: tungstenite::http::Uri = url.parse().map_err(other)?;
     let host = uri.host().ok_or_else(|| other("ws url without a host"))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
     let socket = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
     socket.set_nodelay(true)?;
+    Ok(socket)
+}
+
+async fn ws_connect<S>(
+    url: &str,
+    socket: S,
+    mut out: mpsc::UnboundedReceiver<Bytes>,
+    mut close: watch::Receiver<bool>,
+) -> Result<Payloads, ConnError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_INBOUND))
         .max_frame_size(Some(MAX_INBOUND));

@@ -350,6 +350,9 @@ mod tests {
         assert!(rx.inner.lock().items.capacity() <= KEEP_CAPACITY);
         assert!(rx.try_recv().is_none());
         drop(rx);
-        assert!(!out.push(Bytes::from_static(b"z")), "nobody drains any more");
+        assert!(
+            !out.push(Bytes::from_static(b"z")),
+            "nobody drains any more"
+        );
     }
 }

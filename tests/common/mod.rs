@@ -66,6 +66,8 @@ pub(crate) use each_transport;
 pub struct TestServer {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// The HTTPS listener: the HTTP routes over TLS (`wss://…/ws`).
+    pub https: SocketAddr,
     pub tls: SocketAddr,
     pub quic: SocketAddr,
     /// SHA-256 of the server's (generated) certificate, for pinning.
@@ -88,6 +90,10 @@ impl TestServer {
         let tcp = server.tcp_addr().expect("tcp addr");
         let http = server.http_addr().expect("http addr");
         let tls = server.tls_addr().expect("tls addr").expect("tls enabled");
+        let https = server
+            .https_addr()
+            .expect("https addr")
+            .expect("https enabled");
         let quic = server.quic_addr().expect("quic addr");
         let fingerprint = server.tls_fingerprint().to_string();
         let shutdown = CancellationToken::new();
@@ -95,6 +101,7 @@ impl TestServer {
         TestServer {
             tcp,
             http,
+            https,
             tls,
             quic,
             fingerprint,
