@@ -43,6 +43,9 @@ pub(crate) struct State {
     pub user: Option<UserId>,
     pub max_frame: usize,
     pub closed: bool,
+    /// The status set with [`Client::set_status`], restored on every new
+    /// session (a session starts `online`).
+    pub status: Option<Status>,
 }
 
 /// Shuts the client down when the last handle is dropped.
@@ -163,6 +166,7 @@ impl Client {
                 user: None,
                 max_frame: DEFAULT_MAX_FRAME,
                 closed: false,
+                status: None,
             }),
             conn: watch::channel(None).0,
             queue_changed: Notify::new(),
@@ -555,9 +559,12 @@ impl Client {
         self.presence_req(None, users).await
     }
 
-    /// Sets this connection's status (`Online` or `Away`). Not restored after
-    /// a reconnect: a new session starts `online`.
+    /// Sets this client's status (`Online` or `Away`). It is kept across
+    /// reconnects: each new session (which starts `online`) is set to it again.
     pub async fn set_status(&self, status: Status) -> Result<(), Error> {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.status = Some(status);
+        }
         self.presence_req(Some(status), &[]).await.map(|_| ())
     }
 

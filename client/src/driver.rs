@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use roomcast_protocol::client::{self as req, ClientFrame};
 use roomcast_protocol::ids::RoomId;
 use roomcast_protocol::server::{ErrorFrame, Joined, Welcome};
+use roomcast_protocol::types::Status;
 use roomcast_protocol::{ErrorCode, ServerFrame};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,11 +181,11 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
     let conn = Arc::new(conn);
-    let rejoin = match shared.state.lock() {
+    let (rejoin, status) = match shared.state.lock() {
         Ok(mut st) => {
             st.user = Some(welcome.user.clone());
             st.max_frame = welcome.max_frame as usize;
-            st.rooms.to_rejoin()
+            (st.rooms.to_rejoin(), st.status)
         }
         Err(_) => return SessionEnd::Shutdown,
     };
@@ -198,6 +199,22 @@ async fn session(
     shared.conn.send_replace(Some(conn.clone()));
 
     let mut tasks = JoinSet::new();
+    // A status the app chose (away) holds across reconnects.
+    if let Some(status) = status.filter(|s| *s != Status::Online) {
+        let c = conn.clone();
+        tasks.spawn(async move {
+            let set = |id| {
+                ClientFrame::Presence(req::Presence {
+                    id,
+                    status: Some(status),
+                    users: Vec::new(),
+                })
+            };
+            if let Err(e) = c.call(set).await {
+                tracing::debug!(error = %e, "restoring the status failed");
+            }
+        });
+    }
     let (join_tx, mut join_rx) = mpsc::unbounded_channel::<RejoinResult>();
     for (room, since) in rejoin {
         let (c, tx) = (conn.clone(), join_tx.clone());

@@ -1,11 +1,13 @@
 //! Lossless resume against the real server: graceful restart, kill and
 //! restart on the same data dir and port, a network drop mid-stream (a proxy
-//! that cuts connections), and a slow-consumer disconnect.
+//! that cuts connections), and a slow-consumer disconnect; a chosen status
+//! survives a reconnect.
 
 mod common;
 
 use common::*;
 use roomcast::proto::ErrorCode;
+use roomcast_client::proto::types::Status;
 use roomcast_client::{Client, Endpoint, Event};
 use std::time::Duration;
 
@@ -192,4 +194,44 @@ async fn resume_after_slow_consumer_disconnect() {
         "disconnected as a slow consumer: {codes:?}"
     );
     assert_eq!(full_history(&alice, &room).await.len(), n);
+}
+
+/// A status the app set (away) is set again on the new session after a
+/// reconnect (a new session starts online).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_is_kept_across_a_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path(), None, |_| {}).await;
+    let proxy = Proxy::start(srv.addrs.tcp).await;
+    let (alice, mut alice_ev) = Client::connect(config(Endpoint::Tcp(proxy.addr), "alice"))
+        .await
+        .unwrap();
+    let (bob, _bob_ev) = Client::connect(config(srv.endpoint("tcp"), "bob"))
+        .await
+        .unwrap();
+    let alice_id = roomcast_client::proto::ids::UserId::new("alice").unwrap();
+    let status_of_alice =
+        || async { bob.presence(std::slice::from_ref(&alice_id)).await.unwrap()[0].status };
+    alice.set_status(Status::Away).await.unwrap();
+    assert_eq!(status_of_alice().await, Status::Away);
+    assert!(proxy.cut() > 0, "the proxy cut the connection");
+    // Wait for the new session, then for its status to be set again.
+    loop {
+        if let Event::Connected {
+            reconnect: true, ..
+        } = next(&mut alice_ev).await
+        {
+            break;
+        }
+    }
+    let until = tokio::time::Instant::now() + WAIT;
+    while status_of_alice().await != Status::Away {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "away again after the reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alice.set_status(Status::Online).await.unwrap();
+    assert_eq!(status_of_alice().await, Status::Online);
 }
