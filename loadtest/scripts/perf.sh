@@ -12,7 +12,7 @@
 # over each of tcp, tls, quic and ws.
 #
 #   cargo build --release -p roomcast -p roomcast-load --example relay
-#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|reconnect|relay|capacity|idle100k|transports|smoke|summary]
+#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|reconnect|relay|capacity|wsdeflate|idle100k|transports|smoke|summary]
 set -euo pipefail
 BIN=${BIN:-./target/release}
 OUT=${OUT:-/tmp/rc-perf-results}
@@ -190,6 +190,12 @@ case "${1:-all}" in
     series relay-capacity relay bigroom --rooms 1 --members 2000 --publishers 4 --inflight 256 --body-bytes 16 --duration 5s
     # the same load against roomcast: its big-room figure without the tool's limit
     series bigroom-small roomcast bigroom --rooms 1 --members 2000 --publishers 4 --inflight 256 --body-bytes 16 --duration 5s ;;
+  wsdeflate) # WebSocket compression's cost: the same fixed rate of 400-byte messages,
+    # plain and with permessage-deflate agreed (level 1, no context takeover)
+    TRANSPORT=ws SERVER_ARGS="--ws-compression true" \
+      series latency-ws-plain roomcast latency --rooms 10 --members 100 --rate 1000 --body-bytes 400 --duration 10s
+    TRANSPORT=ws SERVER_ARGS="--ws-compression true" \
+      series latency-ws-deflate roomcast --ws-compression latency --rooms 10 --members 100 --rate 1000 --body-bytes 400 --duration 10s ;;
   idle100k) # 100,000 held connections: QUIC (one UDP socket each side), because the
     # open-files hard limit here (20,000, no CAP_SYS_RESOURCE) rules out a descriptor per
     # connection; rooms of 10, a 60 s heartbeat, a server cap above 100k
@@ -197,5 +203,5 @@ case "${1:-all}" in
       series idle100k-quic roomcast --setup-timeout 120s idle --rooms 10000 --members 10 --duration 10s ;;
   summary) summary ;;
   all) for s in relay fanout bigroom latency idle storm; do "$0" "$s"; done; summary ;;
-  *) echo "usage: [TRANSPORT=tcp|tls|quic|ws] $0 [all|fanout|bigroom|latency|idle|storm|reconnect|relay|capacity|idle100k|transports|smoke|summary]" >&2; exit 2 ;;
+  *) echo "usage: [TRANSPORT=tcp|tls|quic|ws] $0 [all|fanout|bigroom|latency|idle|storm|reconnect|relay|capacity|wsdeflate|idle100k|transports|smoke|summary]" >&2; exit 2 ;;
 esac

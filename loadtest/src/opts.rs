@@ -36,6 +36,10 @@ pub struct Common {
     /// targets only), so more than ~28k connections fit; 0 lets the kernel choose.
     #[arg(long, default_value_t = 32)]
     pub source_addrs: u8,
+    /// With `--transport ws`: offer permessage-deflate (RFC 7692); the server
+    /// agrees if it runs with `--ws-compression true`.
+    #[arg(long)]
+    pub ws_compression: bool,
     /// Connections being set up (connect + hello + join) at the same time.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
@@ -75,12 +79,13 @@ impl Common {
     }
 
     pub fn target(&self) -> anyhow::Result<Target> {
-        Target::new(
+        Ok(Target::new(
             self.transport,
             self.addr(),
             self.source_addrs,
             self.trust()?,
-        )
+        )?
+        .with_ws_compression(self.ws_compression))
     }
 
     /// Defaults pointed at `addr` with `secret` (for tests and embedding).

@@ -11,7 +11,8 @@
 //! - QUIC: quinn, ALPN `roomcast/1`, one bidirectional stream carrying the
 //!   same framing. Connections share a few client endpoints (one UDP socket
 //!   each, one per source address, at most [`QUIC_ENDPOINTS`]).
-//! - WebSocket: `GET /ws` on the HTTP listener (tokio-tungstenite); one binary
+//! - WebSocket: `GET /ws` on the HTTP listener (tokio-tungstenite, or yawc
+//!   offering permessage-deflate with `--ws-compression`); one binary
 //!   message is one frame payload without the length prefix. [`WsStream`]
 //!   re-adds the prefix while copying each message into the caller's read
 //!   buffer, and splits written bytes back into one message per frame.
@@ -100,6 +101,8 @@ pub struct Target {
     pub source_addrs: u8,
     tls: Option<Arc<rustls::ClientConfig>>,
     quic: Option<Arc<QuicPool>>,
+    /// WebSocket: offer permessage-deflate (yawc's client instead of tungstenite).
+    ws_compression: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -169,7 +172,14 @@ impl Target {
             source_addrs,
             tls,
             quic,
+            ws_compression: false,
         })
+    }
+
+    /// WebSocket connections offer permessage-deflate (level 1).
+    pub fn with_ws_compression(mut self, on: bool) -> Target {
+        self.ws_compression = on;
+        self
     }
 
     /// A plain TCP target (tests, the relay).
@@ -180,6 +190,7 @@ impl Target {
             source_addrs,
             tls: None,
             quic: None,
+            ws_compression: false,
         }
     }
 
@@ -236,13 +247,27 @@ impl Target {
             }
             Transport::Ws => {
                 let tcp = self.tcp_connect(n).await?;
-                let mut config = WebSocketConfig::default();
-                // tungstenite allocates its read buffer up front (128 KiB by default).
-                config.read_buffer_size = read_buffer.max(1024);
                 let url = format!("ws://{}/ws", self.addr);
-                let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
-                    .await
-                    .map_err(ws_error)?;
+                let ws = if self.ws_compression {
+                    let url = url::Url::parse(&url).map_err(io::Error::other)?;
+                    let options = yawc::Options::default()
+                        .with_compression_level(yawc::CompressionLevel::fast())
+                        .with_read_buffer_capacity(read_buffer.max(1024))
+                        .with_limits(crate::conn::MAX_FRAME + 1, crate::conn::MAX_FRAME + 1);
+                    let ws = yawc::WebSocket::handshake(url, tcp, options)
+                        .await
+                        .map_err(io::Error::other)?;
+                    Ws::Deflate(Box::new(ws))
+                } else {
+                    let mut config = WebSocketConfig::default();
+                    // tungstenite allocates its read buffer up front (128 KiB by default).
+                    config.read_buffer_size = read_buffer.max(1024);
+                    let (ws, _) =
+                        tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+                            .await
+                            .map_err(ws_error)?;
+                    Ws::Plain(ws)
+                };
                 Ok(Stream::Ws(Box::new(WsStream {
                     ws,
                     pending: Bytes::new(),
@@ -350,7 +375,7 @@ pub struct QuicStream {
 /// binary message without its header. A trailing partial frame waits in
 /// `partial`.
 pub struct WsStream {
-    ws: WebSocketStream<TcpStream>,
+    ws: Ws,
     /// The rest of the message being copied out.
     pending: Bytes,
     /// Its length header, and how much of it was already copied out.
@@ -359,6 +384,91 @@ pub struct WsStream {
     partial: Vec<u8>,
     closed: bool,
     failed: Option<io::Error>,
+}
+
+/// The WebSocket client under [`WsStream`]: tungstenite, or yawc when the
+/// tool offers permessage-deflate (`--ws-compression`). (It lives inside the
+/// boxed [`WsStream`]; boxing tungstenite too would add a pointer chase on
+/// the common path for nothing.)
+#[allow(clippy::large_enum_variant)]
+enum Ws {
+    Plain(WebSocketStream<TcpStream>),
+    Deflate(Box<yawc::WebSocket<TcpStream>>),
+}
+
+/// What a WebSocket message means to the byte framing.
+enum WsMsg {
+    Binary(Bytes),
+    Text,
+    Close,
+    /// Pings (answered by the library), pongs, raw frames.
+    Other,
+}
+
+impl Ws {
+    fn poll_next_msg(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<WsMsg>> {
+        match self {
+            Ws::Plain(ws) => Poll::Ready(match ready!(Pin::new(ws).poll_next(cx)) {
+                None | Some(Ok(Message::Close(_))) => Ok(WsMsg::Close),
+                Some(Ok(Message::Binary(b))) => Ok(WsMsg::Binary(b)),
+                Some(Ok(Message::Text(_))) => Ok(WsMsg::Text),
+                Some(Ok(_)) => Ok(WsMsg::Other),
+                Some(Err(
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                )) => Ok(WsMsg::Close),
+                Some(Err(e)) => Err(ws_error(e)),
+            }),
+            Ws::Deflate(ws) => Poll::Ready(match ready!(ws.poll_next_frame(cx)) {
+                Ok(f) => match f.opcode() {
+                    yawc::frame::OpCode::Binary => Ok(WsMsg::Binary(f.into_payload())),
+                    yawc::frame::OpCode::Text => Ok(WsMsg::Text),
+                    yawc::frame::OpCode::Close => Ok(WsMsg::Close),
+                    _ => Ok(WsMsg::Other),
+                },
+                Err(yawc::WebSocketError::ConnectionClosed) => Ok(WsMsg::Close),
+                Err(yawc::WebSocketError::IoError(e)) => Err(e),
+                Err(e) => Err(io::Error::other(e)),
+            }),
+        }
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Ws::Plain(ws) => Pin::new(ws).poll_ready(cx).map_err(ws_error),
+            Ws::Deflate(ws) => Pin::new(ws.as_mut())
+                .poll_ready(cx)
+                .map_err(io::Error::other),
+        }
+    }
+
+    fn start_send(&mut self, payload: Bytes) -> io::Result<()> {
+        match self {
+            Ws::Plain(ws) => Pin::new(ws)
+                .start_send(Message::Binary(payload))
+                .map_err(ws_error),
+            Ws::Deflate(ws) => Pin::new(ws.as_mut())
+                .start_send(yawc::frame::Frame::binary(payload))
+                .map_err(io::Error::other),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Ws::Plain(ws) => Pin::new(ws).poll_flush(cx).map_err(ws_error),
+            Ws::Deflate(ws) => Pin::new(ws.as_mut())
+                .poll_flush(cx)
+                .map_err(io::Error::other),
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Ws::Plain(ws) => Pin::new(ws).poll_close(cx).map_err(ws_error),
+            Ws::Deflate(ws) => Pin::new(ws.as_mut())
+                .poll_close(cx)
+                .map_err(io::Error::other),
+        }
+    }
 }
 
 impl WsStream {
@@ -398,14 +508,14 @@ impl WsStream {
         }
         // Copy every message already received, until the buffer is full.
         while !self.closed && buf.remaining() > 0 {
-            let next = match Pin::new(&mut self.ws).poll_next(cx) {
+            let next = match self.ws.poll_next_msg(cx) {
                 Poll::Pending if buf.filled().len() > start => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(m) => m,
             };
             match next {
-                None | Some(Ok(Message::Close(_))) => self.closed = true,
-                Some(Ok(Message::Binary(b))) => {
+                Ok(WsMsg::Close) => self.closed = true,
+                Ok(WsMsg::Binary(b)) => {
                     self.header = (b.len() as u32).to_be_bytes();
                     self.header_at = 0;
                     self.pending = b;
@@ -413,36 +523,31 @@ impl WsStream {
                         break;
                     }
                 }
-                Some(Ok(Message::Text(_))) => {
+                Ok(WsMsg::Text) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "text WebSocket message (the protocol uses binary messages)",
                     )))
                 }
-                // Pings are answered by tungstenite itself; pongs and raw frames carry nothing.
-                Some(Ok(_)) => {}
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                )) => self.closed = true,
-                Some(Err(e)) if buf.filled().len() > start => {
+                // Pings are answered by the library itself; pongs and raw frames carry nothing.
+                Ok(WsMsg::Other) => {}
+                Err(e) if buf.filled().len() > start => {
                     // Hand out what was read first; the error comes with the next read.
-                    self.failed = Some(ws_error(e));
+                    self.failed = Some(e);
                     break;
                 }
-                Some(Err(e)) => return Poll::Ready(Err(ws_error(e))),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         Poll::Ready(Ok(()))
     }
 
     fn poll_ready_ws(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.ws).poll_ready(cx).map_err(ws_error)
+        self.ws.poll_ready(cx)
     }
 
     fn send_ws(&mut self, payload: &[u8]) -> io::Result<()> {
-        Pin::new(&mut self.ws)
-            .start_send(Message::Binary(Bytes::copy_from_slice(payload)))
-            .map_err(ws_error)
+        self.ws.start_send(Bytes::copy_from_slice(payload))
     }
 
     fn poll_write_ws(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -518,7 +623,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Quic(s) => AsyncWrite::poll_flush(Pin::new(&mut s.send), cx),
-            Stream::Ws(s) => Pin::new(&mut s.ws).poll_flush(cx).map_err(ws_error),
+            Stream::Ws(s) => s.ws.poll_flush(cx),
         }
     }
 
@@ -527,10 +632,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Quic(s) => AsyncWrite::poll_shutdown(Pin::new(&mut s.send), cx),
-            Stream::Ws(s) => {
-                ready!(Pin::new(&mut s.ws).poll_close(cx)).map_err(ws_error)?;
-                Poll::Ready(Ok(()))
-            }
+            Stream::Ws(s) => s.ws.poll_close(cx),
         }
     }
 }

@@ -31,6 +31,9 @@ async fn start(dir: &Path, tcp: Option<SocketAddr>) -> TestServer {
     config.jwt_secret = Some(SECRET.into());
     config.no_rate_limits = true;
     config.tls_tcp = Some(([127, 0, 0, 1], 0).into());
+    // Offered to clients that ask (--ws-compression); others are served plain.
+    config.ws_compression = true;
+    config.ws_compression_min_bytes = 64;
     if let Some(tcp) = tcp {
         config.tcp = tcp;
     }
@@ -113,6 +116,14 @@ async fn fanout_is_exact_over_every_transport() {
         assert_eq!(r.connections, 8, "{t:?}");
         assert_exact(&r, 2 * 100, 4);
     }
+
+    // WebSocket with permessage-deflate offered and agreed: the same accounting.
+    let mut c = server.common(Transport::Ws);
+    c.ws_compression = true;
+    let r = rooms::run("fanout", &c, &tiny_fanout())
+        .await
+        .expect("fanout over compressed ws");
+    assert_exact(&r, 2 * 100, 4);
 
     // Idle connections over WebSocket and QUIC hold and close cleanly.
     for t in [Transport::Ws, Transport::Quic] {
