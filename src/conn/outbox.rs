@@ -273,6 +273,12 @@ impl OutboxReceiver {
     pub fn kill_token(&self) -> CancellationToken {
         self.inner.kill.clone()
     }
+
+    /// Whether the connection was killed: one atomic load, where polling the
+    /// kill token takes its lock.
+    pub fn is_dead(&self) -> bool {
+        self.inner.dead.load(Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]

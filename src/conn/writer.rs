@@ -166,13 +166,18 @@ pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: OutboxReceiver) {
                 tokio::time::timeout(CLOSE_FLUSH, pending.write_all(&mut w, &mut scratch)).await;
             break;
         }
+        if rx.is_dead() {
+            break;
+        }
+        // The write first: it is ready at once unless the socket pushes back,
+        // and only then is the kill token polled (which takes its lock).
         tokio::select! {
             biased;
-            _ = kill.cancelled() => break,
             r = pending.write_once(&mut w, &mut scratch) => if r.is_err() {
                 rx.kill();
                 return;
-            }
+            },
+            _ = kill.cancelled() => break,
         }
     }
     if rx.is_slow() {

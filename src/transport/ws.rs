@@ -351,10 +351,15 @@ async fn write_loop(
                     Ok(Ok(()))
                 )
             } else {
+                if rx.is_dead() {
+                    break 'run;
+                }
+                // The feed first: it is ready at once unless the socket pushes
+                // back, and then the kill token is polled (its lock taken) too.
                 tokio::select! {
                     biased;
-                    _ = kill.cancelled() => break 'run,
                     r = sink.feed(Frame::binary(payload)) => r.is_ok(),
+                    _ = kill.cancelled() => break 'run,
                 }
             };
             if !fed {
