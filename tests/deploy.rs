@@ -42,6 +42,10 @@ fn the_kubernetes_config_is_accepted() {
         Some("0.0.0.0:7443")
     );
     assert_eq!(c.http.to_string(), "0.0.0.0:7480");
+    assert_eq!(
+        c.https.map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:7481")
+    );
     assert_eq!(c.fsync, FsyncPolicy::Always);
     assert_eq!(c.data_dir.to_str(), Some("/data"));
 }
@@ -50,7 +54,7 @@ fn the_kubernetes_config_is_accepted() {
 fn the_image_and_compose_use_the_server_ports() {
     let dockerfile = include_str!("../deploy/Dockerfile");
     let compose = include_str!("../deploy/docker-compose.yml");
-    for port in ["7400", "7401", "7443", "7480"] {
+    for port in ["7400", "7401", "7443", "7480", "7481"] {
         assert!(
             dockerfile.contains(port) && compose.contains(port),
             "port {port}"
