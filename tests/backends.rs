@@ -10,7 +10,7 @@ use roomcast::presence::{MemoryPresence, Presence, Status};
 use roomcast::ratelimit::{Action, Decision, Limits, MemoryRateLimiter, RateLimiter};
 use roomcast::redis::presence::RedisPresence;
 use roomcast::redis::ratelimit::RedisRateLimiter;
-use roomcast::redis::FailurePolicy;
+use roomcast::redis::{FailurePolicy, Target};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,14 +119,9 @@ async fn memory_rate_limits() {
     ratelimit_suite(Arc::new(MemoryRateLimiter::new(limits()))).await;
 }
 
-#[tokio::test]
-async fn redis_presence() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let conn = roomcast::redis::connect(&redis.target(), None)
-        .await
-        .unwrap();
+/// The presence suite on Redis (one server or a cluster).
+async fn redis_presence_suite(target: &Target) {
+    let conn = roomcast::redis::connect(target, None).await.unwrap();
     presence_suite(Arc::new(RedisPresence::new(
         conn,
         "n1".into(),
@@ -135,20 +130,31 @@ async fn redis_presence() {
     .await;
 }
 
-#[tokio::test]
-async fn redis_rate_limits() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let conn = roomcast::redis::connect(&redis.target(), None)
-        .await
-        .unwrap();
+/// The rate-limit suite on Redis (one server or a cluster).
+async fn redis_ratelimit_suite(target: &Target) {
+    let conn = roomcast::redis::connect(target, None).await.unwrap();
     ratelimit_suite(Arc::new(RedisRateLimiter::new(
         conn,
         limits(),
         FailurePolicy::Open,
     )))
     .await;
+}
+
+#[tokio::test]
+async fn redis_presence() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    redis_presence_suite(&redis.target()).await;
+}
+
+#[tokio::test]
+async fn redis_rate_limits() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    redis_ratelimit_suite(&redis.target()).await;
 }
 
 #[tokio::test]
@@ -231,15 +237,7 @@ async fn redis_cluster_presence() {
     let Some(cluster) = RedisCluster::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&cluster.target(), None)
-        .await
-        .unwrap();
-    presence_suite(Arc::new(RedisPresence::new(
-        conn,
-        "n1".into(),
-        Duration::from_secs(30),
-    )))
-    .await;
+    redis_presence_suite(&cluster.target()).await;
 }
 
 #[tokio::test]
@@ -247,15 +245,7 @@ async fn redis_cluster_rate_limits() {
     let Some(cluster) = RedisCluster::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&cluster.target(), None)
-        .await
-        .unwrap();
-    ratelimit_suite(Arc::new(RedisRateLimiter::new(
-        conn,
-        limits(),
-        FailurePolicy::Open,
-    )))
-    .await;
+    redis_ratelimit_suite(&cluster.target()).await;
 }
 
 #[tokio::test]
