@@ -157,21 +157,47 @@ async fn redis_rate_limits() {
     redis_ratelimit_suite(&redis.target()).await;
 }
 
+/// Two nodes' presence on `target` with a short TTL: one that "dies" (never
+/// refreshes) and one that keeps its sessions alive and sweeps, whose lapse
+/// reports arrive on the receiver until the token is cancelled.
+struct DeadAndAlive {
+    dead: Arc<RedisPresence>,
+    alive: Arc<RedisPresence>,
+    lapses: tokio::sync::mpsc::UnboundedReceiver<roomcast::presence::UserPresence>,
+    stop: tokio_util::sync::CancellationToken,
+    ttl: Duration,
+}
+
+async fn dead_and_alive(target: &Target) -> DeadAndAlive {
+    let conn = roomcast::redis::connect(target, None).await.unwrap();
+    let ttl = Duration::from_millis(300);
+    let dead = Arc::new(RedisPresence::new(conn.clone(), "dead".into(), ttl));
+    let alive = Arc::new(RedisPresence::new(conn, "alive".into(), ttl));
+    let (tx, lapses) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    alive.clone().spawn_maintenance(tx, stop.clone());
+    DeadAndAlive {
+        dead,
+        alive,
+        lapses,
+        stop,
+        ttl,
+    }
+}
+
 #[tokio::test]
 async fn redis_presence_of_a_dead_node_lapses() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&redis.target(), None)
-        .await
-        .unwrap();
-    let ttl = Duration::from_millis(300);
     // Node 1 "dies": it never refreshes. Node 2 sweeps.
-    let dead = Arc::new(RedisPresence::new(conn.clone(), "dead".into(), ttl));
-    let alive = Arc::new(RedisPresence::new(conn, "alive".into(), ttl));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = tokio_util::sync::CancellationToken::new();
-    alive.clone().spawn_maintenance(tx, stop.clone());
+    let DeadAndAlive {
+        dead,
+        alive,
+        lapses: mut rx,
+        stop,
+        ttl,
+    } = dead_and_alive(&redis.target()).await;
     dead.connected(&u("carol"), SessionId(7)).await.unwrap();
     alive.connected(&u("dave"), SessionId(8)).await.unwrap();
     let change = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -253,15 +279,12 @@ async fn redis_cluster_presence_of_a_dead_node_lapses() {
     let Some(cluster) = RedisCluster::start() else {
         return;
     };
-    let conn = roomcast::redis::connect(&cluster.target(), None)
-        .await
-        .unwrap();
-    let ttl = Duration::from_millis(300);
-    let dead = Arc::new(RedisPresence::new(conn.clone(), "dead".into(), ttl));
-    let alive = Arc::new(RedisPresence::new(conn, "alive".into(), ttl));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = tokio_util::sync::CancellationToken::new();
-    alive.clone().spawn_maintenance(tx, stop.clone());
+    let DeadAndAlive {
+        dead,
+        lapses: mut rx,
+        stop,
+        ..
+    } = dead_and_alive(&cluster.target()).await;
     // Users in different buckets, hence (very likely) on different shards.
     let users: Vec<UserId> = (0..6).map(|i| u(&format!("ghost-{i}"))).collect();
     for (i, user) in users.iter().enumerate() {

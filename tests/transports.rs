@@ -251,6 +251,24 @@ fn payload(v: serde_json::Value) -> Message {
     Message::Binary(Bytes::from(rmp_serde::to_vec_named(&v).unwrap()))
 }
 
+/// Sends `hello` as `user`, then `join {room}` (replies are left to the caller).
+async fn ws_hello_and_join<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    user: &str,
+    room: &str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(payload(
+        json!({"t": "hello", "v": 1, "token": token(user), "id": 1}),
+    ))
+    .await
+    .unwrap();
+    ws.send(payload(json!({"t": "join", "id": 2, "room": room})))
+        .await
+        .unwrap();
+}
+
 /// Reads until a Close, returning the binary frames decoded and the close code.
 async fn ws_until_close(ws: &mut Ws) -> (Vec<ServerFrame>, Option<u16>) {
     let mut frames = Vec::new();
@@ -356,16 +374,7 @@ async fn ws_slow_consumers_are_cut_off_with_1013() {
     alice.join(&room).await.unwrap();
     // A browser that joins and then stops reading.
     let mut ws = ws_raw(&server, None).await.unwrap();
-    ws.send(payload(
-        json!({"t": "hello", "v": 1, "token": token("sloth"), "id": 1}),
-    ))
-    .await
-    .unwrap();
-    ws.send(payload(
-        json!({"t": "join", "id": 2, "room": room.as_str()}),
-    ))
-    .await
-    .unwrap();
+    ws_hello_and_join(&mut ws, "sloth", room.as_str()).await;
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await.expect("WAIT") {
             Some(Ok(Message::Binary(b)))
@@ -743,16 +752,7 @@ async fn wss_and_https_serve_the_http_routes_over_tls() {
         tokio_tungstenite::client_async("wss://localhost/ws", https_connect(&server).await)
             .await
             .expect("websocket over tls");
-    ws.send(payload(
-        json!({"t": "hello", "v": 1, "token": token("bob"), "id": 1}),
-    ))
-    .await
-    .unwrap();
-    ws.send(payload(
-        json!({"t": "join", "id": 2, "room": room.as_str()}),
-    ))
-    .await
-    .unwrap();
+    ws_hello_and_join(&mut ws, "bob", room.as_str()).await;
     let mut joined = false;
     let mut got = None;
     while got.is_none() {
