@@ -27,6 +27,29 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Which message store the server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// fjall under `--data-dir`: one process, no external service (the default).
+    Embedded,
+    /// ScyllaDB (or any CQL database) at `--scylla-nodes`, shared by every node.
+    Scylla,
+}
+
+/// CQL consistency of the ScyllaDB store's reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum CqlConsistency {
+    One,
+    Quorum,
+    LocalQuorum,
+    All,
+    LocalOne,
+    EachQuorum,
+}
+
 /// A token-bucket rate: `PER_SECOND:BURST`, e.g. `10:30`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -191,6 +214,53 @@ pub struct Config {
     /// Embedded store fsync policy (see docs/ARCHITECTURE.md, "Durability").
     #[arg(long, env = "ROOMCAST_FSYNC", value_enum, default_value = "always")]
     pub fsync: FsyncPolicy,
+
+    /// Message store: `embedded` (fjall under DATA_DIR) or `scylla` (see docs/STORAGE.md).
+    #[arg(long, env = "ROOMCAST_STORE", value_enum, default_value = "embedded")]
+    pub store: StoreKind,
+
+    /// Deadline of every store call, in ms; past it the client gets `unavailable`
+    /// with a retry hint (a write's outcome is then unknown; retries are idempotent).
+    #[arg(long, env = "ROOMCAST_STORE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub store_timeout_ms: u64,
+
+    /// ScyllaDB contact points, `host:port,...` (with `--store scylla`).
+    #[arg(long, env = "ROOMCAST_SCYLLA_NODES", default_value = "127.0.0.1:9042")]
+    pub scylla_nodes: String,
+
+    /// ScyllaDB keyspace (created with `--scylla-replication` if missing).
+    #[arg(long, env = "ROOMCAST_SCYLLA_KEYSPACE", default_value = "roomcast")]
+    pub scylla_keyspace: String,
+
+    /// Replication of a keyspace roomcast creates: `simple:N` (development) or
+    /// `dc1:3,dc2:3` (NetworkTopologyStrategy, production).
+    #[arg(long, env = "ROOMCAST_SCYLLA_REPLICATION", default_value = "simple:1")]
+    pub scylla_replication: String,
+
+    /// Consistency of every read and write; nothing is acknowledged below it.
+    #[arg(
+        long,
+        env = "ROOMCAST_SCYLLA_CONSISTENCY",
+        value_enum,
+        default_value = "local_quorum"
+    )]
+    pub scylla_consistency: CqlConsistency,
+
+    /// ScyllaDB user name (password authentication).
+    #[arg(long, env = "ROOMCAST_SCYLLA_USERNAME")]
+    pub scylla_username: Option<String>,
+
+    /// ScyllaDB password.
+    #[arg(long, env = "ROOMCAST_SCYLLA_PASSWORD", hide_env_values = true)]
+    pub scylla_password: Option<String>,
+
+    /// PEM CA file: connect to ScyllaDB over TLS, verifying the nodes against it.
+    #[arg(long, env = "ROOMCAST_SCYLLA_TLS_CA")]
+    pub scylla_tls_ca: Option<PathBuf>,
+
+    /// Most ScyllaDB requests in flight from this node; more wait (within the deadline).
+    #[arg(long, env = "ROOMCAST_SCYLLA_MAX_INFLIGHT", default_value_t = 1024)]
+    pub scylla_max_inflight: usize,
 
     /// Per-room window of recent `local_id`s kept in memory for idempotent resends
     /// (older ones are looked up in the store).
@@ -383,6 +453,10 @@ impl Config {
         Duration::from_millis(self.heartbeat_ms.saturating_mul(2))
     }
 
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
@@ -415,6 +489,14 @@ impl Config {
             "hello_timeout_ms must be at least 10"
         );
         anyhow::ensure!(self.max_connections > 0, "max_connections must be positive");
+        anyhow::ensure!(
+            self.store_timeout_ms >= 10,
+            "store_timeout_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.scylla_max_inflight > 0,
+            "scylla_max_inflight must be positive"
+        );
         anyhow::ensure!(
             self.outbox_bytes >= 4096,
             "outbox_bytes must be at least 4096"
@@ -496,5 +578,55 @@ mod tests {
         assert!(err.contains("ws_compression_level"), "{err}");
         c.ws_compression_level = 9;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn store_settings_come_from_flags_and_toml() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let c = Config::for_tests("/tmp/x");
+        assert_eq!(
+            c.store,
+            StoreKind::Embedded,
+            "the embedded store is the default"
+        );
+        assert_eq!(c.scylla_consistency, CqlConsistency::LocalQuorum);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomcast.toml");
+        std::fs::write(
+            &path,
+            "store = \"scylla\"\nscylla_nodes = \"10.0.0.1:9042,10.0.0.2:9042\"\n\
+             scylla_consistency = \"local_one\"\nscylla_replication = \"dc1:3\"\n\
+             scylla_max_inflight = 64\nstore_timeout_ms = 2000\n",
+        )
+        .unwrap();
+        let matches = Wrapper::command().get_matches_from([
+            "roomcast",
+            "--config",
+            path.to_str().unwrap(),
+            "--scylla-keyspace",
+            "chat",
+            "--scylla-consistency",
+            "each_quorum",
+        ]);
+        let c = Config::resolve(&matches).unwrap();
+        assert_eq!(c.store, StoreKind::Scylla);
+        assert_eq!(c.scylla_nodes, "10.0.0.1:9042,10.0.0.2:9042");
+        assert_eq!(c.scylla_keyspace, "chat");
+        assert_eq!(
+            c.scylla_consistency,
+            CqlConsistency::EachQuorum,
+            "the flag wins"
+        );
+        assert_eq!((c.scylla_max_inflight, c.store_timeout_ms), (64, 2000));
+        let s = crate::store::scylla::ScyllaConfig::from_config(&c).unwrap();
+        assert_eq!(s.nodes.len(), 2);
+        let mut bad = c.clone();
+        bad.scylla_keyspace = "Chat; DROP".into();
+        assert!(crate::store::scylla::ScyllaConfig::from_config(&bad).is_err());
     }
 }

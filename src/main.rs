@@ -1,4 +1,4 @@
-//! The `roomcast` binary: `serve` and `token`.
+//! The `roomcast` binary: `serve`, `migrate` and `token`.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use roomcast::auth::Authenticator;
@@ -19,6 +19,9 @@ struct Cli {
 enum Cmd {
     /// Run the server (embedded store and in-memory limits by default).
     Serve(Box<Config>),
+    /// Create or upgrade the ScyllaDB schema (`--scylla-*` settings as for `serve`), then exit.
+    /// Idempotent; `serve --store scylla` also applies it at startup.
+    Migrate(Box<Config>),
     /// Mint a development JWT with the configured HS256 secret.
     Token(TokenArgs),
 }
@@ -56,6 +59,19 @@ fn run() -> anyhow::Result<()> {
         Cmd::Token(t) => {
             let auth = Authenticator::from_config(t.jwt_secret.as_deref(), None, &t.data_dir)?;
             println!("{}", auth.mint(&t.user, t.ttl.as_secs())?);
+            Ok(())
+        }
+        Cmd::Migrate(_) => {
+            let sub = matches
+                .subcommand_matches("migrate")
+                .ok_or_else(|| anyhow::anyhow!("migrate arguments missing"))?;
+            let config = Config::resolve(sub)?;
+            let cfg = roomcast::store::scylla::ScyllaConfig::from_config(&config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let version = runtime.block_on(roomcast::store::scylla::migrate(&cfg))?;
+            println!("keyspace {} is at schema version {version}", cfg.keyspace);
             Ok(())
         }
         Cmd::Serve(_) => {

@@ -5,6 +5,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::presence::{MemoryPresence, Presence, UserPresence};
 use crate::ratelimit::{DryRun, Limits, MemoryRateLimiter, RateLimiter};
 use crate::redis::bus::{Inbound, RedisBus};
@@ -14,6 +15,7 @@ use crate::redis::ratelimit::RedisRateLimiter;
 use crate::router::cluster::Cluster;
 use crate::router::shard::ShardConfig;
 use crate::router::Router;
+use crate::store::deadline::Deadlined;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::MessageStore;
 use crate::transport::tcp::Layer;
@@ -72,6 +74,26 @@ pub struct Server {
     background: CancellationToken,
 }
 
+/// Opens the configured message store, behind the per-call deadline.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
+    let inner: Arc<dyn MessageStore> = match config.store {
+        StoreKind::Embedded => {
+            let store_dir = config.data_dir.join("store");
+            Arc::new(EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
+                anyhow::anyhow!(
+                    "opening the store in {}: {e} (is another roomcast using this data dir?)",
+                    store_dir.display()
+                )
+            })?)
+        }
+        StoreKind::Scylla => {
+            let cfg = crate::store::scylla::ScyllaConfig::from_config(config)?;
+            Arc::new(crate::store::scylla::ScyllaStore::connect(&cfg).await?)
+        }
+    };
+    Ok(Arc::new(Deadlined::new(inner, config.store_timeout())))
+}
+
 impl Server {
     /// Opens the store and binds every listener; nothing is served until [`run`](Self::run).
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
@@ -81,14 +103,7 @@ impl Server {
             config.jwt_public_key.as_deref(),
             &config.data_dir,
         )?;
-        let store_dir = config.data_dir.join("store");
-        let store: Arc<dyn MessageStore> =
-            Arc::new(EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
-                anyhow::anyhow!(
-                    "opening the store in {}: {e} (is another roomcast using this data dir?)",
-                    store_dir.display()
-                )
-            })?);
+        let store = open_store(&config).await?;
         let tcp = TcpListener::bind(config.tcp)
             .await
             .map_err(|e| anyhow::anyhow!("binding TCP {}: {e}", config.tcp))?;

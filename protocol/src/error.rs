@@ -38,8 +38,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server is at its connection cap. Closes; reconnect after `retry_after_ms`.
     ServerBusy,
-    /// A backend (Redis in multi-node deployments) cannot answer; nothing was done.
-    /// Retry after `retry_after_ms`.
+    /// A backend (the message store, or Redis in multi-node deployments) cannot answer,
+    /// is overloaded or missed its deadline; nothing was acknowledged. Retry after
+    /// `retry_after_ms` (a send with the same `local_id` never duplicates).
     Unavailable,
     /// The target already exists (e.g. `create_room` with a room id in use).
     Conflict,

@@ -25,10 +25,13 @@ fn limited(action: Action, retry: std::time::Duration) -> WireError {
     .with_retry(ms)
 }
 
-fn internal(e: impl std::fmt::Display) -> WireError {
+fn internal(e: crate::store::StoreError) -> WireError {
     tracing::error!(error = %e, "store request failed");
-    WireError::new(ErrorCode::Internal, "store request failed; retry")
+    e.to_wire("the request")
 }
+
+/// Most rooms one user's lists read (presence broadcast, `rooms {}`).
+const MAX_USER_ROOMS: usize = 100_000;
 
 /// Connect-time checks for a verified user; tells the user's rooms if they came online.
 pub async fn admit(core: &Arc<Core>, session: SessionId, user: &UserId) -> Result<(), WireError> {
@@ -87,13 +90,14 @@ pub async fn broadcast_presence(
         }
     }
     let user = &change.user;
-    let rooms = match core.store.member_rooms(user).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "presence broadcast: room list unavailable");
-            return;
-        }
-    };
+    let rooms =
+        match crate::store::read_all(MAX_USER_ROOMS, |p| core.store.member_rooms(user, p)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence broadcast: room list unavailable");
+                return;
+            }
+        };
     let frame = ServerFrame::Presence(PresenceFrame {
         id: None,
         users: vec![change],
@@ -140,7 +144,9 @@ fn summary(o: RoomOverview, user: &UserId) -> RoomSummary {
 }
 
 async fn room_list(core: &Arc<Core>, user: &UserId) -> Result<Vec<RoomSummary>, WireError> {
-    let overviews = core.store.user_rooms(user).await.map_err(internal)?;
+    let overviews = crate::store::read_all(MAX_USER_ROOMS, |p| core.store.user_rooms(user, p))
+        .await
+        .map_err(internal)?;
     let mut rooms: Vec<RoomSummary> = overviews.into_iter().map(|o| summary(o, user)).collect();
     // Most recent activity first.
     rooms.sort_by_key(|r| std::cmp::Reverse(r.last.as_ref().map_or(0, |m| m.ts)));
@@ -393,13 +399,15 @@ pub async fn request(
         ClientFrame::PublicRooms(p) => {
             let prefix = p.prefix.unwrap_or_default();
             let limit = p.limit.unwrap_or(50) as usize;
-            match core
-                .store
-                .public_rooms(&prefix, p.after.as_deref(), limit)
-                .await
-            {
-                Ok((metas, next)) => {
-                    let rooms = metas
+            let page = crate::store::PageReq {
+                after: p.after.map(crate::store::Cursor),
+                limit,
+            };
+            match core.store.public_rooms(&prefix, page).await {
+                Ok(page) => {
+                    let next = page.next.map(|c| c.0);
+                    let rooms = page
+                        .items
                         .into_iter()
                         .map(|m| PublicRoom {
                             room: m.id,

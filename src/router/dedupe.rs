@@ -3,6 +3,8 @@
 
 use super::command::ReplyTo;
 use crate::ids::UserId;
+use crate::store::Mutation;
+use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 
 pub enum Seen {
@@ -13,6 +15,14 @@ pub enum Seen {
         seq: u64,
         ts: u64,
         waiters: Vec<ReplyTo>,
+    },
+    /// Its write failed with an unknown outcome (it may still land): a retry with
+    /// the same local_id re-applies `retry` (same seq) instead of sending anew.
+    Uncertain {
+        seq: u64,
+        ts: u64,
+        framed: Bytes,
+        retry: Vec<Mutation>,
     },
 }
 
@@ -67,6 +77,53 @@ impl DedupeWindow {
             },
             None => Vec::new(),
         }
+    }
+
+    /// A pending pair's write failed with an unknown outcome: keep it for an
+    /// idempotent retry; returns its waiters.
+    pub fn uncertain(
+        &mut self,
+        user: &UserId,
+        local_id: &str,
+        framed: Bytes,
+        retry: Vec<Mutation>,
+    ) -> Vec<ReplyTo> {
+        match self.get_mut(user, local_id) {
+            Some(seen) => match std::mem::replace(seen, Seen::Committed { seq: 0, ts: 0 }) {
+                Seen::Pending { seq, ts, waiters } => {
+                    *seen = Seen::Uncertain {
+                        seq,
+                        ts,
+                        framed,
+                        retry,
+                    };
+                    waiters
+                }
+                other => {
+                    *seen = other;
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        }
+    }
+
+    /// The pairs whose outcome is unknown (kept across a reload of the room).
+    pub fn take_uncertain(&mut self) -> Vec<(UserId, String, Seen)> {
+        let keys: Vec<(UserId, String)> = self
+            .map
+            .iter()
+            .filter(|(_, s)| matches!(s, Seen::Uncertain { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(s) = self.map.remove(&k) {
+                self.order.retain(|o| o != &k);
+                out.push((k.0, k.1, s));
+            }
+        }
+        out
     }
 
     /// Forgets a pair whose write failed; returns its waiters.

@@ -81,7 +81,14 @@ impl Shard {
         muts.push(Mutation::PutMember {
             room: room_id.clone(),
             user: user.clone(),
-            state,
+            role: state.role,
+            joined_at: state.joined_at,
+        });
+        muts.push(Mutation::SetRead {
+            room: room_id.clone(),
+            user: user.clone(),
+            read_seq: state.read_seq,
+            read_n: state.read_n,
         });
         let push = ServerFrame::MemberJoined(MemberJoined {
             room: room_id.clone(),
@@ -263,10 +270,10 @@ impl Shard {
                     ));
                 };
                 m.role = role;
-                let put = Mutation::PutMember {
+                let put = Mutation::SetRole {
                     room: room_id.clone(),
                     user: target.clone(),
-                    state: m.clone(),
+                    role,
                 };
                 let push = ServerFrame::RoleChanged(RoleChanged {
                     room: room_id.clone(),
@@ -286,10 +293,10 @@ impl Shard {
                 for (user, role) in [(&target, Role::Owner), (&actor, Role::Admin)] {
                     if let Some(m) = room.members.get_mut(user) {
                         m.role = role;
-                        muts.push(Mutation::PutMember {
+                        muts.push(Mutation::SetRole {
                             room: room_id.clone(),
                             user: user.clone(),
-                            state: m.clone(),
+                            role,
                         });
                     }
                 }

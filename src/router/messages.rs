@@ -9,15 +9,15 @@ use crate::ids::{now_ms, RoomId, UserId};
 use crate::proto::server::{DeleteEvent, EditEvent, HistoryPage, ReactionEvent};
 use crate::proto::types::Role;
 use crate::proto::{self, ErrorCode, ServerFrame, WireError};
-use crate::store::{MessageState, Mutation, MAX_OWN_UNREAD};
+use crate::store::{MessageState, Mutation, StoreError, MAX_OWN_UNREAD};
 use std::collections::BTreeMap;
 
 /// Distinct emoji allowed on one message.
 pub const MAX_EMOJI_PER_MESSAGE: usize = 32;
 
-fn internal(e: impl std::fmt::Display) -> WireError {
+fn internal(e: StoreError) -> WireError {
     tracing::error!(error = %e, "store read failed");
-    WireError::new(ErrorCode::Internal, "store read failed; retry")
+    e.to_wire("the read")
 }
 
 impl Shard {
@@ -34,7 +34,9 @@ impl Shard {
         self.store.message(room_id, seq).await.map_err(internal)
     }
 
-    /// Allocates the next seq for a stream event and queues its write and push.
+    /// Queues a stream event's write and push: `derived` (the rows derived from
+    /// it), then the event row itself, the commit point. `state` is the message's
+    /// new state for the room's hot cache.
     fn append_event(
         &mut self,
         room_id: &RoomId,
@@ -62,10 +64,19 @@ impl Shard {
             seq,
             payload,
         });
-        extra.push(Mutation::PutMessage(Box::new(state.clone())));
         if let Some(room) = self.active(room_id) {
             room.put_hot(state);
         }
+        // A send with a local_id keeps its mutations until acknowledged: if the
+        // outcome is unknown, the client's retry re-applies exactly these (same seq).
+        let retry = matches!(
+            &ack,
+            Ack::Sent {
+                local_id: Some(_),
+                ..
+            }
+        )
+        .then(|| extra.clone());
         self.write(
             room_id,
             extra,
@@ -75,6 +86,7 @@ impl Shard {
                 framed,
                 ack,
                 notice,
+                retry,
             }),
         );
     }
@@ -103,6 +115,42 @@ impl Shard {
                     return reply.send(&sent(reply.id, room_id, *seq, *ts, msg.local_id.clone()))
                 }
                 Some(Seen::Pending { waiters, .. }) => return waiters.push(reply),
+                Some(seen @ Seen::Uncertain { .. }) => {
+                    // The first attempt's outcome is unknown: apply the very same
+                    // mutations again (idempotent, same seq) and answer with that seq.
+                    let pending = Seen::Pending {
+                        seq: 0,
+                        ts: 0,
+                        waiters: Vec::new(),
+                    };
+                    if let Seen::Uncertain {
+                        seq,
+                        ts,
+                        framed,
+                        retry,
+                    } = std::mem::replace(seen, pending)
+                    {
+                        if let Seen::Pending { seq: s, ts: t, .. } = seen {
+                            (*s, *t) = (seq, ts);
+                        }
+                        let ack = Ack::Sent {
+                            reply,
+                            ts,
+                            local_id: msg.local_id.clone(),
+                            from: user.clone(),
+                        };
+                        let done = Done::Event {
+                            room: room_id.clone(),
+                            seq,
+                            framed,
+                            ack,
+                            notice: None,
+                            retry: Some(retry.clone()),
+                        };
+                        self.write(room_id, retry, Some(done));
+                    }
+                    return;
+                }
                 None if !room.dedupe_complete => {
                     // Older than the window: ask the store. Rare (a retry after thousands of
                     // newer messages), so awaiting inline is fine.
@@ -165,14 +213,20 @@ impl Shard {
                 m.read_n = n;
                 m.own_unread.clear();
                 room.pending_reads.insert(user.clone(), seq);
+                extra.push(Mutation::SetRead {
+                    room: room_id.clone(),
+                    user: user.clone(),
+                    read_seq: seq,
+                    read_n: n,
+                });
             } else if m.own_unread.len() < MAX_OWN_UNREAD {
                 m.own_unread.push(seq);
+                extra.push(Mutation::AddOwnUnread {
+                    room: room_id.clone(),
+                    user: user.clone(),
+                    seq,
+                });
             }
-            extra.push(Mutation::PutMember {
-                room: room_id.clone(),
-                user: user.clone(),
-                state: m.clone(),
-            });
         }
         if let Some(lid) = &msg.local_id {
             extra.push(Mutation::PutLocalId {
@@ -197,7 +251,9 @@ impl Shard {
             edited_at: None,
             deleted: false,
             reactions: BTreeMap::new(),
+            cell_at: BTreeMap::new(),
         };
+        extra.insert(0, Mutation::PutMessage(Box::new(state.clone())));
         let push = ServerFrame::Msg(state.view(None));
         let ack = Ack::Sent {
             reply,
@@ -274,6 +330,13 @@ impl Shard {
         };
         state.body = body.clone();
         state.edited_at = Some(now);
+        let derived = vec![Mutation::EditMessage {
+            room: room_id.clone(),
+            seq,
+            body: body.clone(),
+            edited_at: now,
+            at: event_seq,
+        }];
         let push = ServerFrame::Edit(EditEvent {
             room: room_id.clone(),
             seq: event_seq,
@@ -282,7 +345,7 @@ impl Shard {
             body,
             ts: now,
         });
-        self.append_event(room_id, event_seq, push, state, Vec::new(), Ack::Ok(reply));
+        self.append_event(room_id, event_seq, push, state, derived, Ack::Ok(reply));
     }
 
     pub(super) async fn delete(
@@ -319,10 +382,11 @@ impl Shard {
         if let Some(room) = self.active(room_id) {
             room.deletions.push((seq, state.from.clone()));
         }
-        let extra = vec![Mutation::PutDeletion {
+        let extra = vec![Mutation::DeleteMessage {
             room: room_id.clone(),
             seq,
             sender: state.from.clone(),
+            at: event_seq,
         }];
         let push = ServerFrame::Delete(DeleteEvent {
             room: room_id.clone(),
@@ -380,6 +444,14 @@ impl Shard {
             Ok(seq) => seq,
             Err(e) => return reply.error(e),
         };
+        let derived = vec![Mutation::React {
+            room: room_id.clone(),
+            seq,
+            emoji: emoji.clone(),
+            user: user.clone(),
+            on,
+            at: event_seq,
+        }];
         let push = ServerFrame::Reaction(ReactionEvent {
             room: room_id.clone(),
             seq: event_seq,
@@ -389,7 +461,7 @@ impl Shard {
             on,
             ts: now_ms(),
         });
-        self.append_event(room_id, event_seq, push, state, Vec::new(), Ack::Ok(reply));
+        self.append_event(room_id, event_seq, push, state, derived, Ack::Ok(reply));
     }
 
     pub(super) fn history(

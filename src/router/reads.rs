@@ -8,7 +8,7 @@ use super::command::ReplyTo;
 use super::shard::{forbidden, not_found, Done, Shard, Then};
 use crate::ids::{RoomId, UserId};
 use crate::proto::server::{ReadAck, ReceiptsReply};
-use crate::proto::{ErrorCode, ServerFrame, WireError};
+use crate::proto::ServerFrame;
 use crate::store::Mutation;
 
 impl Shard {
@@ -38,10 +38,7 @@ impl Shard {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(room = %room_id, error = %e, "msg_count_at failed");
-                    return reply.error(WireError::new(
-                        ErrorCode::Internal,
-                        "store read failed; retry",
-                    ));
+                    return reply.error(e.to_wire("the read"));
                 }
             }
         };
@@ -65,7 +62,6 @@ impl Shard {
         m.read_seq = target;
         m.read_n = read_n;
         m.own_unread.retain(|s| *s > target);
-        let state = m.clone();
         room.pending_reads.insert(user.clone(), target);
         let unread = room.unread(&user);
         let frame = ServerFrame::ReadAck(ReadAck {
@@ -74,10 +70,11 @@ impl Shard {
             seq: target,
             unread,
         });
-        let put = Mutation::PutMember {
+        let put = Mutation::SetRead {
             room: room_id.clone(),
             user,
-            state,
+            read_seq: target,
+            read_n,
         };
         let done = Done::Reply {
             room: room_id.clone(),
@@ -104,14 +101,14 @@ impl Shard {
         m.read_seq = last;
         m.read_n = total;
         m.own_unread.retain(|s| *s > last);
-        let state = m.clone();
         room.pending_reads.insert(user.clone(), last);
         self.write(
             room_id,
-            [Mutation::PutMember {
+            [Mutation::SetRead {
                 room: room_id.clone(),
                 user: user.clone(),
-                state,
+                read_seq: last,
+                read_n: total,
             }],
             None,
         );

@@ -120,14 +120,28 @@ impl Room {
     }
 
     /// Replaces the stored part of the state after a reload, keeping live subscribers.
-    pub fn refresh_from(&mut self, fresh: Room) {
+    /// Seqs only move forward: a seq handed out before the reload stays burnt
+    /// (its write may still land), and sends of unknown outcome stay retryable.
+    pub fn refresh_from(&mut self, mut fresh: Room) {
         let subscribers = std::mem::take(&mut self.subscribers);
         let typing = std::mem::take(&mut self.typing);
         let bus_subscribed = self.bus_subscribed;
+        let (last_seq, next_seq) = (self.last_seq, self.next_seq);
+        let pending = std::mem::take(&mut self.pending);
+        let gap_since = self.gap_since;
+        for (user, local_id, seen) in self.dedupe.take_uncertain() {
+            fresh.dedupe.insert(user, local_id, seen);
+        }
         *self = fresh;
         self.subscribers = subscribers;
         self.typing = typing;
         self.bus_subscribed = bus_subscribed;
+        self.last_seq = self.last_seq.max(last_seq);
+        self.next_seq = self.next_seq.max(next_seq).max(self.last_seq + 1);
+        if self.pending.is_empty() {
+            self.pending = pending;
+            self.gap_since = gap_since;
+        }
     }
 
     pub fn role(&self, user: &UserId) -> Option<Role> {

@@ -99,6 +99,8 @@ pub(super) enum Done {
         framed: Bytes,
         ack: Ack,
         notice: Option<Notice>,
+        /// A send's own mutations, kept for an idempotent retry if the outcome is unknown.
+        retry: Option<Vec<Mutation>>,
     },
     /// Subscribe after the membership write.
     Subscribe {
@@ -379,12 +381,10 @@ impl Shard {
             }
             Err(e) => {
                 tracing::error!(room = %room_id, error = %e, "loading room failed");
+                let wire = e.to_wire("loading the room");
                 for cmd in queue {
                     if let Some(r) = cmd.reply() {
-                        r.error(WireError::new(
-                            ErrorCode::Internal,
-                            "could not load the room; retry",
-                        ));
+                        r.error(wire.clone());
                     }
                 }
             }
@@ -410,7 +410,8 @@ impl Shard {
             Mutation::PutMember {
                 room: room_id.clone(),
                 user: owner,
-                state,
+                role: state.role,
+                joined_at: state.joined_at,
             },
         ];
         if !meta.private {
@@ -456,7 +457,8 @@ impl Shard {
             muts.push(Mutation::PutMember {
                 room: room_id.clone(),
                 user: u.clone(),
-                state,
+                role: state.role,
+                joined_at: state.joined_at,
             });
         }
         self.rooms
@@ -752,11 +754,10 @@ impl Shard {
             if let Some(m) = room.members.get_mut(&sub.user) {
                 if m.delivered_seq < last {
                     m.delivered_seq = last;
-                    let state = m.clone();
-                    let put = Mutation::PutMember {
+                    let put = Mutation::SetDelivered {
                         room: room_id.clone(),
                         user: sub.user,
-                        state,
+                        seq: last,
                     };
                     self.write(room_id, [put], None);
                 }
@@ -769,6 +770,7 @@ impl Shard {
             tracing::error!(shard = self.index, error = %e, "store write failed");
         }
         let ok = result.is_ok();
+        let failure = result.err();
         let outbox_limit = self.cfg.outbox_bytes;
         // Each room's new pushes of this batch, back to back.
         let mut chunks: Vec<(RoomId, BytesMut)> = Vec::new();
@@ -787,6 +789,7 @@ impl Shard {
                     framed,
                     ack,
                     notice,
+                    retry,
                     ..
                 } => {
                     let Some(Slot::Active(r)) = self.rooms.get_mut(&room_id) else {
@@ -828,10 +831,17 @@ impl Shard {
                             flush_chunk(&mut self.rooms, &mut chunks, &room_id, outbox_limit);
                         }
                     } else {
-                        let e = WireError::new(
-                            ErrorCode::Internal,
-                            "could not store the change; retry (sends with the same local_id)",
-                        );
+                        // The seq is burnt: never reused, skipped by live delivery.
+                        let chunk = chunk_for(&mut chunks, &room_id);
+                        r.deliver(seq, Bytes::new(), chunk);
+                        let unknown = failure.as_ref().is_none_or(|f| f.outcome_unknown());
+                        let e = match &failure {
+                            Some(f) => f.to_wire("the change"),
+                            None => WireError::new(
+                                ErrorCode::Internal,
+                                "could not store the change; retry",
+                            ),
+                        };
                         match ack {
                             Ack::Sent {
                                 reply,
@@ -840,7 +850,13 @@ impl Shard {
                                 ..
                             } => {
                                 if let Some(lid) = &local_id {
-                                    for w in r.dedupe.forget(&from, lid) {
+                                    let waiters = match retry {
+                                        Some(retry) if unknown => {
+                                            r.dedupe.uncertain(&from, lid, framed, retry)
+                                        }
+                                        _ => r.dedupe.forget(&from, lid),
+                                    };
+                                    for w in waiters {
                                         w.error(e.clone());
                                     }
                                 }
@@ -870,10 +886,13 @@ impl Shard {
                             reply,
                         ));
                     } else {
-                        reply.error(WireError::new(
-                            ErrorCode::Internal,
-                            "could not store the membership; retry",
-                        ));
+                        reply.error(match &failure {
+                            Some(f) => f.to_wire("the membership"),
+                            None => WireError::new(
+                                ErrorCode::Internal,
+                                "could not store the membership; retry",
+                            ),
+                        });
                     }
                 }
                 Done::Reply {
@@ -885,10 +904,13 @@ impl Shard {
                 } => {
                     if !ok {
                         if let Some(reply) = reply {
-                            reply.error(WireError::new(
-                                ErrorCode::Internal,
-                                "could not store the change; retry",
-                            ));
+                            reply.error(match &failure {
+                                Some(f) => f.to_wire("the change"),
+                                None => WireError::new(
+                                    ErrorCode::Internal,
+                                    "could not store the change; retry",
+                                ),
+                            });
                         }
                         continue;
                     }

@@ -86,6 +86,12 @@ pub struct MessageState {
     pub deleted: bool,
     /// Emoji → users who reacted with it, in reaction order.
     pub reactions: BTreeMap<String, Vec<UserId>>,
+    /// The embedded store's cell versions: the event seq that last set the body
+    /// (`b`), the deletion (`d`) or one reaction (`r\0emoji\0user`, kept when
+    /// removed), so replayed or reordered writes converge to the highest seq.
+    /// Not part of the wire form.
+    #[serde(default)]
+    pub cell_at: BTreeMap<String, u64>,
 }
 
 impl MessageState {

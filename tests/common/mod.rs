@@ -3,6 +3,7 @@
 //! QUIC and WebSocket.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod cql;
 pub mod redis;
 
 use bytes::Bytes;
@@ -86,6 +87,14 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::for_tests(dir.path());
         f(&mut config);
+        // ROOMCAST_TEST_STORE=scylla: the same suites on the ScyllaDB store (a CQL node).
+        if std::env::var("ROOMCAST_TEST_STORE").is_ok_and(|v| v == "scylla")
+            && config.store == roomcast::config::StoreKind::Embedded
+        {
+            let nodes = cql::nodes()
+                .expect("ROOMCAST_TEST_STORE=scylla needs a CQL node (scripts/cql-node.sh start)");
+            cql::use_scylla(&mut config, &nodes, &cql::fresh_keyspace("srv"));
+        }
         let server = Server::bind(config).await.expect("bind");
         let tcp = server.tcp_addr().expect("tcp addr");
         let http = server.http_addr().expect("http addr");

@@ -10,14 +10,15 @@ mod read;
 
 use super::keys;
 use super::{
-    LoadedRoom, MessageState, MessageStore, Mutation, RoomMeta, RoomOverview, StoreError,
-    StoreResult,
+    LoadedRoom, MemberState, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta,
+    RoomOverview, StoreError, StoreResult, MAX_OWN_UNREAD,
 };
 use crate::config::FsyncPolicy;
 use crate::ids::{RoomId, UserId};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -49,7 +50,7 @@ pub struct EmbeddedStore {
 }
 
 pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Embedded(e.to_string())
+    StoreError::Backend(e.to_string())
 }
 
 impl EmbeddedStore {
@@ -98,7 +99,7 @@ impl EmbeddedStore {
         let t = self.tables.clone();
         tokio::task::spawn_blocking(move || f(&t))
             .await
-            .map_err(|e| StoreError::Embedded(format!("read task: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("read task: {e}")))?
     }
 }
 
@@ -116,7 +117,7 @@ fn committer(t: Arc<Tables>, mut rx: mpsc::UnboundedReceiver<Job>, fsync: FsyncP
         for (_, done) in group.drain(..) {
             let _ = done.send(match &result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Embedded(e.clone())),
+                Err(e) => Err(StoreError::Backend(e.clone())),
             });
         }
     }
@@ -126,8 +127,65 @@ fn committer(t: Arc<Tables>, mut rx: mpsc::UnboundedReceiver<Job>, fsync: FsyncP
     }
 }
 
+/// Rows read-modified-written within one group: the latest version of each
+/// touched member and message, written once at the end of the group (a fjall
+/// batch cannot read its own uncommitted writes).
+#[derive(Default)]
+struct Overlay {
+    members: HashMap<Vec<u8>, Option<MemberState>>,
+    messages: HashMap<Vec<u8>, Option<MessageState>>,
+}
+
+impl Overlay {
+    fn member<'a>(
+        &'a mut self,
+        t: &Tables,
+        key: Vec<u8>,
+    ) -> Result<&'a mut Option<MemberState>, String> {
+        if !self.members.contains_key(&key) {
+            let cur = match t.members.get(&key).map_err(|e| e.to_string())? {
+                Some(v) => {
+                    Some(keys::decode::<MemberState>(&v, "member").map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            self.members.insert(key.clone(), cur);
+        }
+        Ok(self.members.entry(key).or_default())
+    }
+
+    fn message<'a>(
+        &'a mut self,
+        t: &Tables,
+        key: Vec<u8>,
+    ) -> Result<&'a mut Option<MessageState>, String> {
+        if !self.messages.contains_key(&key) {
+            let cur = match t.messages.get(&key).map_err(|e| e.to_string())? {
+                Some(v) => {
+                    Some(keys::decode::<MessageState>(&v, "message").map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            self.messages.insert(key.clone(), cur);
+        }
+        Ok(self.messages.entry(key).or_default())
+    }
+}
+
+/// Records that the event at seq `at` sets `cell`; false if a later event already did.
+fn newer(m: &mut MessageState, cell: &str, at: u64) -> bool {
+    match m.cell_at.get(cell) {
+        Some(cur) if *cur >= at => false,
+        _ => {
+            m.cell_at.insert(cell.to_string(), at);
+            true
+        }
+    }
+}
+
 fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), String> {
     let mut b = t.db.batch();
+    let mut o = Overlay::default();
     for (mutations, _) in group {
         for m in mutations {
             match m {
@@ -140,17 +198,62 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                 Mutation::DelPublic { name, room } => {
                     b.remove(&t.public, keys::public_key(name, room))
                 }
-                Mutation::PutMember { room, user, state } => {
-                    b.insert(
-                        &t.members,
-                        keys::room_user_key(room, user),
-                        keys::encode(state),
-                    );
+                Mutation::PutMember {
+                    room,
+                    user,
+                    role,
+                    joined_at,
+                } => {
+                    let slot = o.member(t, keys::room_user_key(room, user))?;
+                    match slot {
+                        // A replay: the read state stays as it is.
+                        Some(m) => {
+                            m.role = *role;
+                            m.joined_at = *joined_at;
+                        }
+                        None => *slot = Some(MemberState::new(*role, *joined_at)),
+                    }
                     b.insert(&t.user_rooms, keys::user_room_key(user, room), []);
                 }
+                Mutation::SetRole { room, user, role } => {
+                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
+                        m.role = *role;
+                    }
+                }
                 Mutation::DelMember { room, user } => {
-                    b.remove(&t.members, keys::room_user_key(room, user));
+                    *o.member(t, keys::room_user_key(room, user))? = None;
                     b.remove(&t.user_rooms, keys::user_room_key(user, room));
+                }
+                Mutation::SetRead {
+                    room,
+                    user,
+                    read_seq,
+                    read_n,
+                } => {
+                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
+                        if *read_seq > m.read_seq {
+                            m.read_seq = *read_seq;
+                            m.read_n = *read_n;
+                        }
+                        let r = m.read_seq;
+                        m.own_unread.retain(|s| *s > r);
+                    }
+                }
+                Mutation::SetDelivered { room, user, seq } => {
+                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
+                        m.delivered_seq = m.delivered_seq.max(*seq);
+                    }
+                }
+                Mutation::AddOwnUnread { room, user, seq } => {
+                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
+                        if *seq > m.read_seq
+                            && !m.own_unread.contains(seq)
+                            && m.own_unread.len() < MAX_OWN_UNREAD
+                        {
+                            let at = m.own_unread.partition_point(|s| s < seq);
+                            m.own_unread.insert(at, *seq);
+                        }
+                    }
                 }
                 Mutation::PutBan { room, user } => {
                     b.insert(&t.bans, keys::room_user_key(room, user), [])
@@ -162,7 +265,82 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     b.insert(&t.events, keys::seq_key(room, *seq), payload.as_ref())
                 }
                 Mutation::PutMessage(m) => {
-                    b.insert(&t.messages, keys::seq_key(&m.room, m.seq), keys::encode(m))
+                    let slot = o.message(t, keys::seq_key(&m.room, m.seq))?;
+                    // A replayed creation never undoes later edits or reactions.
+                    if slot.is_none() {
+                        *slot = Some((**m).clone());
+                    }
+                }
+                Mutation::EditMessage {
+                    room,
+                    seq,
+                    body,
+                    edited_at,
+                    at,
+                } => {
+                    if let Some(m) = o.message(t, keys::seq_key(room, *seq))? {
+                        if !m.deleted && newer(m, "b", *at) {
+                            m.body = body.clone();
+                            m.edited_at = Some(*edited_at);
+                        }
+                    }
+                }
+                Mutation::DeleteMessage {
+                    room,
+                    seq,
+                    sender,
+                    at,
+                } => {
+                    if let Some(m) = o.message(t, keys::seq_key(room, *seq))? {
+                        newer(m, "d", *at);
+                        m.deleted = true;
+                        m.body.clear();
+                        m.attachments.clear();
+                        m.reactions.clear();
+                    }
+                    b.insert(
+                        &t.deletions,
+                        keys::seq_key(room, *seq),
+                        sender.as_str().as_bytes(),
+                    );
+                }
+                Mutation::React {
+                    room,
+                    seq,
+                    emoji,
+                    user,
+                    on,
+                    at,
+                } => {
+                    if let Some(m) = o.message(t, keys::seq_key(room, *seq))? {
+                        let cell = format!("r\0{emoji}\0{user}");
+                        if m.deleted || !newer(m, &cell, *at) {
+                            continue;
+                        }
+                        if *on {
+                            let users = m.reactions.entry(emoji.clone()).or_default();
+                            if !users.contains(user) {
+                                // Reaction order is the order of the reactions' seqs.
+                                users.push(user.clone());
+                                let at_of = |u: &UserId| {
+                                    m.cell_at
+                                        .get(&format!("r\0{emoji}\0{u}"))
+                                        .copied()
+                                        .unwrap_or(0)
+                                };
+                                if let Some(users) = m.reactions.get(emoji) {
+                                    let mut sorted = users.clone();
+                                    sorted.sort_by_key(|u| at_of(u));
+                                    m.reactions.insert(emoji.clone(), sorted);
+                                }
+                            }
+                        } else if let Some(users) = m.reactions.get_mut(emoji) {
+                            users.retain(|u| u != user);
+                            if users.is_empty() {
+                                m.reactions.remove(emoji);
+                            }
+                        }
+                    }
                 }
                 Mutation::PutLocalId {
                     room,
@@ -174,11 +352,6 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     &t.local_ids,
                     keys::local_id_key(room, user, local_id),
                     keys::encode(&(seq, ts)),
-                ),
-                Mutation::PutDeletion { room, seq, sender } => b.insert(
-                    &t.deletions,
-                    keys::seq_key(room, *seq),
-                    sender.as_str().as_bytes(),
                 ),
                 Mutation::PutInvite(inv) => b.insert(
                     &t.invites,
@@ -199,6 +372,17 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     }
                 }
             }
+        }
+    }
+    for (k, v) in o.members {
+        match v {
+            Some(m) => b.insert(&t.members, k, keys::encode(&m)),
+            None => b.remove(&t.members, k),
+        }
+    }
+    for (k, v) in o.messages {
+        if let Some(m) = v {
+            b.insert(&t.messages, k, keys::encode(&m));
         }
     }
     b.commit().map_err(|e| e.to_string())?;
@@ -231,8 +415,17 @@ impl MessageStore for EmbeddedStore {
         local_id: &str,
     ) -> StoreResult<Option<(u64, u64)>> {
         let key = keys::local_id_key(room, user, local_id);
+        let room = room.clone();
         self.read(move |t| match t.local_ids.get(key).map_err(err)? {
-            Some(v) => keys::decode::<(u64, u64)>(&v, "local_id").map(Some),
+            Some(v) => {
+                let (seq, ts) = keys::decode::<(u64, u64)>(&v, "local_id")?;
+                // Only a committed send counts: its event row is the commit point.
+                let committed = t
+                    .events
+                    .contains_key(keys::seq_key(&room, seq))
+                    .map_err(err)?;
+                Ok(committed.then_some((seq, ts)))
+            }
             None => Ok(None),
         })
         .await
@@ -275,25 +468,19 @@ impl MessageStore for EmbeddedStore {
             .await
     }
 
-    async fn user_rooms(&self, user: &UserId) -> StoreResult<Vec<RoomOverview>> {
+    async fn user_rooms(&self, user: &UserId, page: PageReq) -> StoreResult<Page<RoomOverview>> {
         let user = user.clone();
-        self.read(move |t| read::user_rooms(t, &user)).await
+        self.read(move |t| read::user_rooms(t, &user, page)).await
     }
 
-    async fn member_rooms(&self, user: &UserId) -> StoreResult<Vec<RoomId>> {
+    async fn member_rooms(&self, user: &UserId, page: PageReq) -> StoreResult<Page<RoomId>> {
         let user = user.clone();
-        self.read(move |t| read::member_rooms(t, &user)).await
+        self.read(move |t| read::member_rooms(t, &user, page)).await
     }
 
-    async fn public_rooms(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<(Vec<RoomMeta>, Option<String>)> {
+    async fn public_rooms(&self, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
         let prefix = prefix.to_lowercase();
-        let after = after.map(str::to_string);
-        self.read(move |t| read::public_rooms(t, &prefix, after.as_deref(), limit))
+        self.read(move |t| read::public_rooms(t, &prefix, page))
             .await
     }
 

@@ -4,8 +4,8 @@ use super::{err, Tables};
 use crate::ids::{RoomId, UserId};
 use crate::store::keys;
 use crate::store::{
-    Invite, LoadedRoom, LocalIdRecord, MemberState, MessageState, RoomMeta, RoomOverview,
-    StoreResult,
+    make_cursor, open_cursor, Invite, LoadedRoom, LocalIdRecord, MemberState, MessageState, Page,
+    PageReq, RoomMeta, RoomOverview, StoreResult,
 };
 use bytes::Bytes;
 use std::ops::Bound;
@@ -180,13 +180,50 @@ pub fn events(
     Ok(out)
 }
 
-pub fn user_rooms(t: &Tables, user: &UserId) -> StoreResult<Vec<RoomOverview>> {
+/// One page of a user's room index: room ids after the cursor, and the next cursor.
+fn user_room_page(
+    t: &Tables,
+    user: &UserId,
+    read: &str,
+    page: &PageReq,
+) -> StoreResult<(Vec<RoomId>, Option<crate::store::Cursor>)> {
     let uprefix = keys::user_prefix(user);
+    let lower = match &page.after {
+        Some(c) => {
+            let room = open_cursor(c, STORE, read)?;
+            let mut k = uprefix.clone();
+            k.extend_from_slice(&room);
+            Bound::Excluded(k)
+        }
+        None => Bound::Included(uprefix.clone()),
+    };
     let mut out = Vec::new();
-    for item in t.user_rooms.prefix(&uprefix) {
+    for item in t.user_rooms.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
         let key = item.key().map_err(err)?;
-        let room = RoomId::new(keys::suffix_str(&key, &uprefix)?)
-            .map_err(crate::store::StoreError::Corrupt)?;
+        if !key.starts_with(&uprefix) {
+            break;
+        }
+        if out.len() == page.limit.max(1) {
+            let next = out
+                .last()
+                .map(|r: &RoomId| make_cursor(STORE, read, r.as_str().as_bytes()));
+            return Ok((out, next));
+        }
+        out.push(
+            RoomId::new(keys::suffix_str(&key, &uprefix)?)
+                .map_err(crate::store::StoreError::Corrupt)?,
+        );
+    }
+    Ok((out, None))
+}
+
+/// The cursor tag of this store.
+const STORE: &str = "e";
+
+pub fn user_rooms(t: &Tables, user: &UserId, page: PageReq) -> StoreResult<Page<RoomOverview>> {
+    let (rooms, next) = user_room_page(t, user, "ur", &page)?;
+    let mut out = Vec::new();
+    for room in rooms {
         let Some(meta) = meta(t, &room)? else {
             continue;
         };
@@ -233,31 +270,18 @@ pub fn user_rooms(t: &Tables, user: &UserId) -> StoreResult<Vec<RoomOverview>> {
             peer,
         });
     }
-    Ok(out)
+    Ok(Page { items: out, next })
 }
 
-pub fn member_rooms(t: &Tables, user: &UserId) -> StoreResult<Vec<RoomId>> {
-    let prefix = keys::user_prefix(user);
-    let mut out = Vec::new();
-    for item in t.user_rooms.prefix(&prefix) {
-        let key = item.key().map_err(err)?;
-        out.push(
-            RoomId::new(keys::suffix_str(&key, &prefix)?)
-                .map_err(crate::store::StoreError::Corrupt)?,
-        );
-    }
-    Ok(out)
+pub fn member_rooms(t: &Tables, user: &UserId, page: PageReq) -> StoreResult<Page<RoomId>> {
+    let (items, next) = user_room_page(t, user, "mr", &page)?;
+    Ok(Page { items, next })
 }
 
-pub fn public_rooms(
-    t: &Tables,
-    prefix: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> StoreResult<(Vec<RoomMeta>, Option<String>)> {
-    let lower = match after.map(hex::decode) {
-        Some(Ok(k)) => Bound::Excluded(k),
-        Some(Err(_)) => return Err(crate::store::StoreError::Corrupt("bad cursor".into())),
+pub fn public_rooms(t: &Tables, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
+    let limit = page.limit.max(1);
+    let lower = match &page.after {
+        Some(c) => Bound::Excluded(open_cursor(c, STORE, "dir")?),
         None => Bound::Included(prefix.as_bytes().to_vec()),
     };
     let mut out = Vec::new();
@@ -270,7 +294,7 @@ pub fn public_rooms(
         if out.len() == limit {
             next = out
                 .last()
-                .map(|m: &RoomMeta| hex::encode(keys::public_key(&m.name, &m.id)));
+                .map(|m: &RoomMeta| make_cursor(STORE, "dir", &keys::public_key(&m.name, &m.id)));
             break;
         }
         let Some(zero) = k.iter().position(|b| *b == 0) else {
@@ -288,7 +312,7 @@ pub fn public_rooms(
             }
         }
     }
-    Ok((out, next))
+    Ok(Page { items: out, next })
 }
 
 pub fn favorites(t: &Tables, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)> {
