@@ -58,6 +58,16 @@ pub fn fresh_keyspace(tag: &str) -> String {
     )
 }
 
+/// A keyspace named after a data dir (FNV-1a of its path), for servers restarted on it.
+pub fn keyspace_for(dir: &std::path::Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.to_string_lossy().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("rc_srv_{h:016x}")
+}
+
 pub fn store_config(nodes: &str, keyspace: &str) -> ScyllaConfig {
     ScyllaConfig {
         nodes: nodes.split(',').map(str::to_string).collect(),

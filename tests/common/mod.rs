@@ -93,7 +93,9 @@ impl TestServer {
         {
             let nodes = cql::nodes()
                 .expect("ROOMCAST_TEST_STORE=scylla needs a CQL node (scripts/cql-node.sh start)");
-            cql::use_scylla(&mut config, &nodes, &cql::fresh_keyspace("srv"));
+            // One keyspace per data dir: a restart on the same dir finds its data again.
+            let keyspace = cql::keyspace_for(&config.data_dir);
+            cql::use_scylla(&mut config, &nodes, &keyspace);
         }
         let server = Server::bind(config).await.expect("bind");
         let tcp = server.tcp_addr().expect("tcp addr");
