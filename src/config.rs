@@ -316,6 +316,70 @@ pub struct Config {
     )]
     pub unsafe_node_local_store: bool,
 
+    /// Requests awaiting their reply per connection (unacknowledged sends included);
+    /// while a connection has this many, the server reads nothing more from it.
+    #[arg(long, env = "ROOMCAST_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Per-connection `ping` limit, PER_SECOND:BURST (apps ping every heartbeat).
+    #[arg(long, env = "ROOMCAST_LIMIT_PING", default_value = "2:20")]
+    pub limit_ping: RateSpec,
+
+    /// Simultaneous connections of one user on this node; more are refused
+    /// with `limit_exceeded`.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
+    /// Connections from one IP address that have not completed `hello` yet;
+    /// more are refused with `limit_exceeded`.
+    #[arg(
+        long,
+        env = "ROOMCAST_MAX_UNAUTHENTICATED_PER_ADDR",
+        default_value_t = 64
+    )]
+    pub max_unauthenticated_per_addr: usize,
+
+    /// Rooms (not direct rooms) one user may have created and not deleted.
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_USER", default_value_t = 500)]
+    pub max_rooms_per_user: usize,
+
+    /// Rooms (direct rooms included) one user may be a member of; also the most
+    /// rooms one connection may be joined to.
+    #[arg(
+        long,
+        env = "ROOMCAST_MAX_MEMBERSHIPS_PER_USER",
+        default_value_t = 2000
+    )]
+    pub max_memberships_per_user: usize,
+
+    /// Unused invites one room may hold.
+    #[arg(long, env = "ROOMCAST_MAX_INVITES_PER_ROOM", default_value_t = 1000)]
+    pub max_invites_per_room: usize,
+
+    /// Favorite rooms per user.
+    #[arg(long, env = "ROOMCAST_MAX_FAVORITES_PER_USER", default_value_t = 500)]
+    pub max_favorites_per_user: usize,
+
+    /// HTTP connections (REST, health, WebSocket upgrades not yet upgraded); more are
+    /// answered `503` and closed. Upgraded WebSockets count against `max_connections`.
+    #[arg(long, env = "ROOMCAST_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+
+    /// Time an HTTP connection has to send a request's headers, counted from the
+    /// connection's start or the end of its previous response (so also the
+    /// keep-alive idle timeout), in ms.
+    #[arg(
+        long,
+        env = "ROOMCAST_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub http_header_timeout_ms: u64,
+
+    /// Return freed heap memory to the OS every this many seconds (glibc's
+    /// `malloc_trim`; after a burst the process otherwise stays at its peak). 0: never.
+    #[arg(long, env = "ROOMCAST_MALLOC_TRIM_SECS", default_value_t = 10)]
+    pub malloc_trim_secs: u64,
+
     /// Time allowed for a graceful shutdown (SIGTERM / Ctrl-C), in ms.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
@@ -415,6 +479,25 @@ impl Config {
             "hello_timeout_ms must be at least 10"
         );
         anyhow::ensure!(self.max_connections > 0, "max_connections must be positive");
+        for (name, v) in [
+            ("max_in_flight", self.max_in_flight),
+            ("max_connections_per_user", self.max_connections_per_user),
+            (
+                "max_unauthenticated_per_addr",
+                self.max_unauthenticated_per_addr,
+            ),
+            ("max_rooms_per_user", self.max_rooms_per_user),
+            ("max_memberships_per_user", self.max_memberships_per_user),
+            ("max_invites_per_room", self.max_invites_per_room),
+            ("max_favorites_per_user", self.max_favorites_per_user),
+            ("max_http_connections", self.max_http_connections),
+        ] {
+            anyhow::ensure!(v > 0, "{name} must be positive");
+        }
+        anyhow::ensure!(
+            self.http_header_timeout_ms >= 10,
+            "http_header_timeout_ms must be at least 10"
+        );
         anyhow::ensure!(
             self.outbox_bytes >= 4096,
             "outbox_bytes must be at least 4096"

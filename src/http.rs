@@ -49,16 +49,11 @@ pub async fn serve<L>(
     bridge: crate::transport::ws::Bridge,
     shutdown: CancellationToken,
 ) where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
+    L: Listener<Addr = SocketAddr>,
 {
+    let limits = crate::transport::http::HttpLimits::from_config(&core.config);
     let app = router(core).merge(crate::transport::ws::router(bridge));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "http server failed");
-    }
+    crate::transport::http::serve(listener, app, limits, shutdown).await;
 }
 
 /// The HTTPS listener (`--https`): TLS handshakes run in their own tasks,

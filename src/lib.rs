@@ -17,7 +17,8 @@
 //!   `Bytes` chunk.
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
-//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`.
+//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
+//!   [`memory`]: freed heap memory back to the OS after bursts.
 //! - The client SDK (connection, resume, offline queue) is its own crate,
 //!   `roomcast-client` in `client/`.
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod ids;
+pub mod memory;
 pub mod presence;
 pub use roomcast_protocol as proto;
 pub mod ratelimit;

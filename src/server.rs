@@ -5,6 +5,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::conn::caps::Caps;
 use crate::presence::{MemoryPresence, Presence, UserPresence};
 use crate::ratelimit::{DryRun, Limits, MemoryRateLimiter, RateLimiter};
 use crate::redis::bus::{Inbound, RedisBus};
@@ -18,7 +19,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::MessageStore;
 use crate::transport::tcp::Layer;
 use crate::{http, tls, transport};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub struct Core {
     /// The connection cap (`max_connections`), shared by every transport.
     pub permits: Arc<Semaphore>,
     pub shutting_down: AtomicBool,
+    /// Connections that have not completed `hello`, per source address.
+    pub unauthenticated: Arc<Caps<IpAddr>>,
+    /// Connections per user on this node.
+    pub user_connections: Arc<Caps<crate::ids::UserId>>,
     sessions: AtomicU64,
 }
 
@@ -146,6 +151,7 @@ impl Server {
             presence_list_max: config.presence_list_max,
             outbox_bytes: config.outbox_bytes,
             gap_timeout: Duration::from_millis(config.gap_timeout_ms),
+            max_invites_per_room: config.max_invites_per_room,
         };
         let background = CancellationToken::new();
         let limits = Limits::from_config(&config);
@@ -225,9 +231,17 @@ impl Server {
             connections: AtomicUsize::new(0),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             shutting_down: AtomicBool::new(false),
+            unauthenticated: Caps::new(config.max_unauthenticated_per_addr),
+            user_connections: Caps::new(config.max_connections_per_user),
             sessions: AtomicU64::new(0),
             config,
         });
+        if core.config.malloc_trim_secs > 0 {
+            tokio::spawn(crate::memory::trim_periodically(
+                Duration::from_secs(core.config.malloc_trim_secs),
+                background.clone(),
+            ));
+        }
         if let Some(rx) = inbound {
             tokio::spawn(pump_inbound(core.clone(), rx));
         }

@@ -169,10 +169,7 @@ pub async fn request(
     frame: ClientFrame,
 ) {
     let id = frame.id().unwrap_or(0);
-    let reply = ReplyTo {
-        id,
-        outbox: outbox.clone(),
-    };
+    let reply = ReplyTo::new(id, outbox);
     if let Some(action) = action_of(&frame) {
         if let Decision::Deny { retry_after } = core.limiter.check(user, action).await {
             // Typing without an id is fire-and-forget: a refusal is dropped, like the indicator.
@@ -181,6 +178,10 @@ pub async fn request(
             }
             return;
         }
+    }
+    if let Err(e) = super::quotas::check(core, user, &frame).await {
+        reply.error(e);
+        return;
     }
     let u = user.clone();
     let routed: (RoomId, Command) = match frame {
@@ -291,10 +292,7 @@ pub async fn request(
         ),
         ClientFrame::Members(m) => (m.room, Command::Members { user: u, reply }),
         ClientFrame::Typing(t) => {
-            let reply = t.id.map(|id| ReplyTo {
-                id,
-                outbox: outbox.clone(),
-            });
+            let reply = t.id.map(|id| ReplyTo::new(id, outbox));
             (
                 t.room,
                 Command::Typing {

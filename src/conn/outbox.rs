@@ -52,6 +52,11 @@ struct Inner {
     dead: AtomicBool,
     /// Cancelled when the connection is dying (slow consumer, write error, forced close).
     kill: CancellationToken,
+    /// Requests of this connection awaiting their reply (live [`InFlight`] tickets).
+    in_flight: AtomicUsize,
+    /// Signalled when a reply is done or the writer drains the queue below half
+    /// its bound: the reader may be waiting for room ([`Outbox::backlogged`]).
+    room: Notify,
 }
 
 impl Inner {
@@ -129,6 +134,8 @@ impl Outbox {
             slow: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             kill: CancellationToken::new(),
+            in_flight: AtomicUsize::new(0),
+            room: Notify::new(),
         });
         (
             Outbox {
@@ -226,6 +233,67 @@ impl Outbox {
     pub fn queued_bytes(&self) -> usize {
         self.inner.queued.load(Ordering::Acquire)
     }
+
+    /// A ticket for one request awaiting its reply; the request counts as in
+    /// flight until the last clone of the ticket is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            outbox: self.clone(),
+        }
+    }
+
+    /// Requests in flight.
+    pub fn in_flight_count(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether the reader should stop taking requests: `max_in_flight` requests
+    /// await replies, or the queue is over half its bound (replies and pushes the
+    /// client has not read yet). Flow control, as TCP's window is: the client is
+    /// simply not read until replies drain.
+    pub fn backlogged(&self, max_in_flight: usize) -> bool {
+        self.in_flight_count() >= max_in_flight || self.queued_bytes() > self.inner.limit / 2
+    }
+
+    /// Resolves once the connection is no longer [`backlogged`](Self::backlogged).
+    pub async fn room_for_requests(&self, max_in_flight: usize) {
+        loop {
+            let notified = self.inner.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a release between the two is not missed.
+            notified.as_mut().enable();
+            if !self.backlogged(max_in_flight) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One request in flight on a connection (see [`Outbox::in_flight`]). Cloning
+/// keeps the same request in flight; dropping the last clone ends it.
+pub struct InFlight {
+    outbox: Outbox,
+}
+
+impl InFlight {
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+}
+
+impl Clone for InFlight {
+    fn clone(&self) -> Self {
+        self.outbox.in_flight()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.outbox.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.outbox.inner.room.notify_one();
+    }
 }
 
 impl OutboxReceiver {
@@ -258,7 +326,11 @@ impl OutboxReceiver {
 
     /// Gives back the byte budget of frames the writer has taken.
     pub fn taken(&self, bytes: usize) {
-        self.inner.queued.fetch_sub(bytes, Ordering::AcqRel);
+        let before = self.inner.queued.fetch_sub(bytes, Ordering::AcqRel);
+        let half = self.inner.limit / 2;
+        if before > half && before - bytes <= half {
+            self.inner.room.notify_one();
+        }
     }
 
     pub fn is_slow(&self) -> bool {

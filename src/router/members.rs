@@ -455,6 +455,23 @@ impl Shard {
             return;
         }
         let now = now_ms();
+        let max = self.cfg.max_invites_per_room;
+        if let Some(room) = self.active(room_id) {
+            // Unusable invites are kept only to name the reason a join fails;
+            // past the quota they are forgotten (a join with one then gets
+            // "unknown invite code", also `forbidden`).
+            if room.invites.len() >= max {
+                room.invites.retain(|_, i| i.unusable(now).is_none());
+            }
+            if room.invites.len() >= max {
+                return reply.error(WireError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "the room has {max} usable invites, the most allowed; revoke one first"
+                    ),
+                ));
+            }
+        }
         let invite = Invite {
             code: hex::encode(rand::random::<[u8; 12]>()),
             room: room_id.clone(),

@@ -63,6 +63,8 @@ pub struct ShardConfig {
     pub outbox_bytes: usize,
     /// Multi-node: how long a seq gap may stay open before it is skipped.
     pub gap_timeout: Duration,
+    /// Usable (not revoked, expired or used up) invites a room may hold.
+    pub max_invites_per_room: usize,
 }
 
 pub(super) enum Slot {
@@ -587,7 +589,7 @@ impl Shard {
             session,
             Sub {
                 user: user.clone(),
-                outbox: reply.outbox.clone(),
+                outbox: reply.outbox().clone(),
                 held: replay_from.map(|_| Vec::new()),
             },
         );
@@ -610,7 +612,7 @@ impl Shard {
             members,
         }));
         if let Some(from) = replay_from {
-            self.spawn_replay(room_id.clone(), session, reply.outbox.clone(), from, last);
+            self.spawn_replay(room_id.clone(), session, reply.outbox().clone(), from, last);
         }
     }
 

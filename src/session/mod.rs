@@ -14,6 +14,7 @@ use crate::proto::client::ClientFrame;
 use crate::proto::server::{Pong, Welcome};
 use crate::proto::types::Status;
 use crate::proto::{ErrorCode, ServerFrame, WireError, PROTOCOL_VERSION};
+use crate::ratelimit::{Decision, Gcra};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,10 @@ pub struct SessionLimits {
     pub max_attachment_bytes: u64,
     /// Inactivity after which the session turns away by itself (None: never).
     pub away_after: Option<Duration>,
+    /// `ping` rate of this connection (None: unlimited).
+    pub ping_rate: Option<crate::config::RateSpec>,
+    /// Most rooms this connection may be joined to at once.
+    pub max_joined: usize,
 }
 
 impl SessionLimits {
@@ -51,6 +56,8 @@ impl SessionLimits {
             max_attachment_bytes: c.max_attachment_bytes,
             away_after: (c.presence_away_after_ms > 0)
                 .then(|| Duration::from_millis(c.presence_away_after_ms)),
+            ping_rate: (!c.no_rate_limits).then_some(c.limit_ping),
+            max_joined: c.max_memberships_per_user,
         }
     }
 }
@@ -96,11 +103,13 @@ pub struct Session {
     /// An automatic status change not yet taken by the driver.
     status_change: Option<Status>,
     joined: HashSet<RoomId>,
+    ping_limit: Option<Gcra>,
 }
 
 impl Session {
     pub fn new(id: SessionId, limits: SessionLimits, now: Instant) -> Self {
         let deadline = now + limits.hello_timeout;
+        let ping_limit = limits.ping_rate.map(Gcra::new);
         Self {
             id,
             limits,
@@ -111,6 +120,7 @@ impl Session {
             auto_away: false,
             status_change: None,
             joined: HashSet::new(),
+            ping_limit,
         }
     }
 
@@ -298,7 +308,22 @@ impl Session {
         let max_body = self.limits.max_body_chars;
         match &mut frame {
             ClientFrame::Hello(_) => return Err(bad("already authenticated".into())),
-            ClientFrame::Ping(p) => return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id }))),
+            ClientFrame::Ping(p) => {
+                if let Some(Decision::Deny { retry_after }) =
+                    self.ping_limit.as_mut().map(|g| g.check(now))
+                {
+                    let ms = (retry_after.as_micros().div_ceil(1000) as u64).max(1);
+                    return Err((
+                        id,
+                        WireError::new(
+                            ErrorCode::RateLimited,
+                            format!("ping rate limit; retry in {ms} ms"),
+                        )
+                        .with_retry(ms),
+                    ));
+                }
+                return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id })));
+            }
             ClientFrame::CreateRoom(c) => {
                 if c.room
                     .as_ref()
@@ -320,6 +345,18 @@ impl Session {
                     .is_some_and(|c| c.is_empty() || c.len() > MAX_INVITE_LEN)
                 {
                     return Err(bad(format!("invite: must be 1 to {MAX_INVITE_LEN} bytes")));
+                }
+                if !self.joined.contains(&j.room) && self.joined.len() >= self.limits.max_joined {
+                    return Err((
+                        id,
+                        WireError::new(
+                            ErrorCode::LimitExceeded,
+                            format!(
+                                "room: this connection is joined to {} rooms, the most allowed; leave one first",
+                                self.joined.len()
+                            ),
+                        ),
+                    ));
                 }
                 self.joined.insert(j.room.clone());
             }
@@ -447,7 +484,59 @@ mod tests {
             max_body_chars: 10,
             max_attachment_bytes: 1000,
             away_after: None,
+            ping_rate: Some("2:3".parse().unwrap()),
+            max_joined: 3,
         }
+    }
+
+    fn error_of(out: Output) -> crate::proto::server::ErrorFrame {
+        match out {
+            Output::Reply(ServerFrame::Error(e)) => e,
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pings_have_a_rate() {
+        let t0 = Instant::now();
+        let mut s = active(t0);
+        for i in 0..3 {
+            let out = s.handle_frame(&p(json!({"t": "ping", "id": i})), t0, &auth());
+            assert!(
+                matches!(out, Output::Reply(ServerFrame::Pong(_))),
+                "{out:?}"
+            );
+        }
+        let e = error_of(s.handle_frame(&p(json!({"t": "ping", "id": 9})), t0, &auth()));
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        let retry = e.retry_after_ms.expect("a retry hint");
+        assert!((1..=500).contains(&retry), "{retry}");
+        let later = t0 + Duration::from_millis(retry);
+        let out = s.handle_frame(&p(json!({"t": "ping", "id": 10})), later, &auth());
+        assert!(
+            matches!(out, Output::Reply(ServerFrame::Pong(_))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn joined_rooms_per_connection_are_capped() {
+        let t0 = Instant::now();
+        let mut s = active(t0);
+        for r in ["a", "b", "c", "a"] {
+            let out = s.handle_frame(&p(json!({"t": "join", "id": 2, "room": r})), t0, &auth());
+            assert!(matches!(out, Output::Request(_)), "{out:?}");
+        }
+        let e =
+            error_of(s.handle_frame(&p(json!({"t": "join", "id": 3, "room": "d"})), t0, &auth()));
+        assert_eq!(e.code, ErrorCode::LimitExceeded);
+        let out = s.handle_frame(&p(json!({"t": "leave", "id": 4, "room": "a"})), t0, &auth());
+        assert!(matches!(out, Output::Request(_)), "{out:?}");
+        let out = s.handle_frame(&p(json!({"t": "join", "id": 5, "room": "d"})), t0, &auth());
+        assert!(
+            matches!(out, Output::Request(_)),
+            "leaving frees a slot: {out:?}"
+        );
     }
 
     fn p(v: serde_json::Value) -> Vec<u8> {

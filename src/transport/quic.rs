@@ -132,7 +132,7 @@ async fn serve(
         Some(_permit) => {
             core.connections.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "quic connection");
-            conn::serve(core.clone(), recv, &mut send, shutdown).await;
+            conn::serve(core.clone(), peer.ip(), recv, &mut send, shutdown).await;
             core.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -56,7 +56,7 @@ pub async fn accept_loop(
                     core.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "tcp connection");
                     let (r, w) = socket.into_split();
-                    conn::serve(core.clone(), r, w, shutdown).await;
+                    conn::serve(core.clone(), peer.ip(), r, w, shutdown).await;
                     core.connections.fetch_sub(1, Ordering::Relaxed);
                 });
             }

@@ -49,6 +49,6 @@ pub async fn serve(
     core.connections.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "tls connection");
     let (r, w) = tokio::io::split(stream);
-    conn::serve(core.clone(), r, w, shutdown).await;
+    conn::serve(core.clone(), peer.ip(), r, w, shutdown).await;
     core.connections.fetch_sub(1, Ordering::Relaxed);
 }

@@ -322,7 +322,7 @@ impl Raw {
             .await
             .expect("frame within WAIT");
         item.map(|r| {
-            let payload: Bytes = r.expect("frame");
+            let payload: Bytes = r.unwrap_or_else(|e| panic!("frame: {e}"));
             ServerFrame::decode(&payload).expect("decodable server frame")
         })
     }
