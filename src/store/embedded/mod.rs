@@ -158,7 +158,8 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                 Mutation::DelBan { room, user } => {
                     b.remove(&t.bans, keys::room_user_key(room, user))
                 }
-                Mutation::AppendEvent { room, seq, payload } => {
+                Mutation::AppendEvent { room, seq, payload }
+                | Mutation::RewriteEvent { room, seq, payload } => {
                     b.insert(&t.events, keys::seq_key(room, *seq), payload.as_ref())
                 }
                 Mutation::PutMessage(m) => {
