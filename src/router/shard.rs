@@ -582,7 +582,7 @@ impl Shard {
         let member_ids: Vec<UserId> = room.members.keys().cloned().collect();
         let members = member_ids.len() as u32;
         let replay_from = since.filter(|s| *s < last);
-        let complete = since.map(|s| room.first_seq <= 1 || s + 1 >= room.first_seq);
+        let complete = since.map(|s| room.first_seq <= 1 || s.saturating_add(1) >= room.first_seq);
         room.subscribers.insert(
             session,
             Sub {
@@ -740,15 +740,10 @@ impl Shard {
         let last = room.last_seq;
         if !room.user_is_subscribed(&sub.user) {
             // Their last session here is gone: so is their typing indicator.
-            if room.typing.remove(&sub.user).is_some() {
-                let off =
-                    crate::proto::encode(&ServerFrame::Typing(crate::proto::server::TypingPush {
-                        room: room_id.clone(),
-                        user: sub.user.clone(),
-                        on: false,
-                    }));
-                room.fan_out_ephemeral(&off, None);
-            }
+            self.end_typing(room_id, &sub.user);
+            let Some(room) = self.active(room_id) else {
+                return;
+            };
             if let Some(m) = room.members.get_mut(&sub.user) {
                 if m.delivered_seq < last {
                     m.delivered_seq = last;
