@@ -42,6 +42,9 @@ pub enum ShardMsg {
     ReplayDone(RoomId, SessionId),
     /// Finish in-flight writes, then stop.
     Shutdown(oneshot::Sender<()>),
+    /// Unit tests of the supervisor: a fault inside the shard.
+    #[cfg(test)]
+    Panic,
 }
 
 #[derive(Clone, Debug)]
@@ -136,7 +139,6 @@ pub struct Shard {
     pub(super) store: Arc<dyn MessageStore>,
     pub(super) presence: Arc<dyn Presence>,
     pub(super) cluster: Option<Arc<dyn Cluster>>,
-    rx: mpsc::Receiver<ShardMsg>,
     /// For load and replay completions to come back in.
     pub(super) tx: mpsc::WeakSender<ShardMsg>,
     pub(super) rooms: HashMap<RoomId, Slot>,
@@ -155,7 +157,6 @@ impl Shard {
         store: Arc<dyn MessageStore>,
         presence: Arc<dyn Presence>,
         cluster: Option<Arc<dyn Cluster>>,
-        rx: mpsc::Receiver<ShardMsg>,
         tx: mpsc::WeakSender<ShardMsg>,
     ) -> Self {
         Self {
@@ -164,7 +165,6 @@ impl Shard {
             store,
             presence,
             cluster,
-            rx,
             tx,
             rooms: HashMap::new(),
             batch: Vec::new(),
@@ -175,7 +175,10 @@ impl Shard {
         }
     }
 
-    pub async fn run(mut self) {
+    /// Serves the inbox until shutdown (or until every sender is gone). The
+    /// inbox is borrowed, not owned, so that it outlives a panic of this
+    /// shard: the supervisor (`Router::start`) then starts a fresh shard on it.
+    pub async fn run(&mut self, rx: &mut mpsc::Receiver<ShardMsg>) {
         let mut inbox = Vec::with_capacity(INBOX_BATCH);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -194,7 +197,7 @@ impl Shard {
                     }
                     self.submit();
                 }
-                n = self.rx.recv_many(&mut inbox, INBOX_BATCH), if stopping.is_none() => {
+                n = rx.recv_many(&mut inbox, INBOX_BATCH), if stopping.is_none() => {
                     if n == 0 {
                         stopping = Some(oneshot::channel().0);
                         continue;
@@ -208,6 +211,8 @@ impl Shard {
                                 self.remote(&room, ephemeral, payload)
                             }
                             ShardMsg::Shutdown(tx) => stopping = Some(tx),
+                            #[cfg(test)]
+                            ShardMsg::Panic => panic!("injected shard fault"),
                         }
                     }
                     self.submit();
@@ -227,6 +232,50 @@ impl Shard {
             let _ = tx.send(());
         }
         tracing::debug!(shard = self.index, "shard stopped");
+    }
+
+    /// After a panic: every connection that had a subscription or a request
+    /// here is closed with `internal`, so its client reconnects and resumes
+    /// (`join {since}`) from the stored state the next shard reloads. The
+    /// state of this shard is not trusted beyond finding those connections.
+    pub fn fail_sessions(&mut self) -> usize {
+        let mut outboxes: HashMap<SessionId, crate::conn::outbox::Outbox> = HashMap::new();
+        let mut add = |o: &crate::conn::outbox::Outbox| {
+            outboxes.entry(o.session()).or_insert_with(|| o.clone());
+        };
+        for slot in self.rooms.values() {
+            match slot {
+                Slot::Active(room) => room.subscribers.values().for_each(|s| add(&s.outbox)),
+                Slot::Loading(queue) => queue
+                    .iter()
+                    .filter_map(Command::reply)
+                    .for_each(|r| add(&r.outbox)),
+            }
+        }
+        for d in &self.done {
+            match d {
+                Done::Event {
+                    ack: Ack::Sent { reply, .. } | Ack::Ok(reply),
+                    ..
+                }
+                | Done::Subscribe { reply, .. }
+                | Done::Reply {
+                    reply: Some(reply), ..
+                } => add(&reply.outbox),
+                Done::Reply { reply: None, .. } => {}
+            }
+        }
+        for (.., reply) in &self.pending_subscribes {
+            add(&reply.outbox);
+        }
+        let frame = ServerFrame::closing(WireError::new(
+            ErrorCode::Internal,
+            "a server fault interrupted a room of this connection; reconnect and resume from your last seq",
+        ));
+        for outbox in outboxes.values() {
+            outbox.close_with(&frame);
+        }
+        outboxes.len()
     }
 
     fn submit(&mut self) {
