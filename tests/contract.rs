@@ -375,3 +375,40 @@ async fn settled_cases_of_the_spec() {
     assert_eq!((joined.seq, joined.complete), (seq, Some(true)));
     server.stop().await;
 }
+
+/// A WebSocket upgrade request over a raw socket; returns the socket after the
+/// response head and the head itself.
+async fn ws_upgrade(server: &TestServer, extra: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut byte))
+            .await
+            .expect("response within WAIT")
+            .unwrap();
+        assert_eq!(n, 1, "response head: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8(head).unwrap())
+}
+
+#[tokio::test]
+async fn two_origin_headers_are_refused() {
+    let mut server = TestServer::start().await;
+    let (_, head) = ws_upgrade(&server, "Origin: https://a.example\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (_, head) = ws_upgrade(
+        &server,
+        "Origin: https://a.example\r\nOrigin: https://evil.example\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    server.stop().await;
+}
