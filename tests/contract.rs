@@ -412,3 +412,58 @@ async fn two_origin_headers_are_refused() {
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     server.stop().await;
 }
+
+/// A slow consumer that keeps sending (here: pings) while it reads must still
+/// receive its `slow_consumer` error: the server reads and discards its input
+/// after the close instead of closing with input unread, which makes the
+/// kernel reset the connection and drop the frames still queued for the
+/// client, the error among them.
+#[tokio::test]
+async fn slow_consumer_reaches_a_client_that_keeps_sending() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = TestServer::start_with(|c| {
+        c.no_rate_limits = true;
+        c.outbox_bytes = 16 * 1024;
+    })
+    .await;
+    let alice = client(server.tcp, "alice").await;
+    let room = alice.create_room("big", false).await.unwrap();
+    let body = "x".repeat(4000);
+    for _ in 0..10 {
+        let acks =
+            futures_util::future::join_all((0..20).map(|_| alice.send(&room, &body, None))).await;
+        for a in acks {
+            a.unwrap();
+        }
+    }
+    let mut slow = Raw::connect_small_window(&server, Transport::Tcp).await;
+    slow.hello("sloth").await;
+    // Pipelined history pages (about 800 KB each) overflow a 16 KiB outbox at
+    // the second reply: slow_consumer.
+    for id in 1..=8 {
+        slow.send_map(json!({"t": "history", "id": id, "room": room.as_str(), "limit": 200}))
+            .await;
+    }
+    let ping = {
+        let payload = rmp_serde::to_vec_named(&json!({"t": "ping"})).unwrap();
+        let mut b = (payload.len() as u32).to_be_bytes().to_vec();
+        b.extend(payload);
+        b
+    };
+    // Read everything, writing a ping before each read, until the error.
+    let mut last = None;
+    loop {
+        let _ = slow.tx.write_all(&ping).await;
+        match slow.next().await {
+            Some(ServerFrame::Error(e)) => {
+                last = Some(ServerFrame::Error(e));
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_error(last, "slow_consumer", true);
+    assert!(slow.next().await.is_none(), "then the server closes");
+    server.stop().await;
+}
