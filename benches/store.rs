@@ -83,6 +83,7 @@ impl Appends {
                 edited_at: None,
                 deleted: false,
                 reactions: BTreeMap::new(),
+                edits: Vec::new(),
             };
             let framed = proto::encode(&ServerFrame::Msg(state.view(None)));
             out.push(Mutation::PutLocalId {

@@ -4,6 +4,7 @@
 //! Precedence, highest first: command-line flag, environment variable, the
 //! TOML file given with `--config`, the built-in default.
 
+use clap::builder::BoolishValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use figment::providers::{Format, Serialized, Toml};
@@ -14,6 +15,34 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Words every boolean setting accepts (flags, environment, TOML), any case.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
+        "false" | "0" | "no" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+/// A boolean from TOML: `true`/`false`, `0`/`1`, or one of the words of [`parse_bool`].
+fn boolish<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Any {
+        Bool(bool),
+        Int(i64),
+        Str(String),
+    }
+    let parsed = match Any::deserialize(d)? {
+        Any::Bool(b) => Some(b),
+        Any::Int(0) => Some(false),
+        Any::Int(1) => Some(true),
+        Any::Int(_) => None,
+        Any::Str(s) => parse_bool(&s),
+    };
+    parsed.ok_or_else(|| serde::de::Error::custom("expected true/false/1/0/yes/no/on/off"))
+}
 
 /// When the embedded store syncs its journal to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -130,7 +159,16 @@ pub struct Config {
     /// Offer per-message compression (RFC 7692 permessage-deflate) on `/ws`.
     /// Off by default: every compressed message costs a deflate per subscriber,
     /// where uncompressed ones share one encoding (docs/TRANSPORTS.md).
-    #[arg(long, env = "ROOMCAST_WS_COMPRESSION", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_WS_COMPRESSION",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub ws_compression: bool,
 
     /// Deflate level for `/ws` compression, 1 (fastest) to 9 (smallest).
@@ -145,7 +183,16 @@ pub struct Config {
     /// Keep the deflate window between messages (better ratio, about 370 KiB of
     /// state per connection). Off: every message is compressed on its own with
     /// state borrowed from a shared pool, so idle connections cost no more.
-    #[arg(long, env = "ROOMCAST_WS_COMPRESSION_CONTEXT_TAKEOVER", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_WS_COMPRESSION_CONTEXT_TAKEOVER",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub ws_compression_context_takeover: bool,
 
     /// Directory for the embedded store and the generated JWT secret.
@@ -202,11 +249,29 @@ pub struct Config {
     pub edit_window_secs: u64,
 
     /// Sending a message marks the room read up to it for the sender.
-    #[arg(long, env = "ROOMCAST_READ_ON_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_READ_ON_SEND",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub read_on_send: bool,
 
     /// Joining (opening) a room marks it read up to its latest message.
-    #[arg(long, env = "ROOMCAST_READ_ON_JOIN", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_READ_ON_JOIN",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub read_on_join: bool,
 
     /// A typing indicator ends after this long without a refresh, in ms.
@@ -228,7 +293,16 @@ pub struct Config {
     pub max_attachment_bytes: u64,
 
     /// Turn every rate limit off (load tests, benchmarks).
-    #[arg(long, env = "ROOMCAST_NO_RATE_LIMITS", default_value_t = false)]
+    #[arg(
+        long,
+        env = "ROOMCAST_NO_RATE_LIMITS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub no_rate_limits: bool,
 
     /// Per-user `send` limit, PER_SECOND:BURST.
@@ -266,7 +340,16 @@ pub struct Config {
 
     /// `--redis` is a Redis Cluster: comma-separated seed node URLs. Room
     /// traffic then uses sharded pub/sub (SPUBLISH/SSUBSCRIBE).
-    #[arg(long, env = "ROOMCAST_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_REDIS_CLUSTER",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub redis_cluster: bool,
 
     /// Rate limiting when Redis cannot answer: `open` allows, `closed` refuses.
@@ -279,7 +362,16 @@ pub struct Config {
     pub redis_failure: crate::redis::FailurePolicy,
 
     /// Log what the rate limits would refuse, without refusing.
-    #[arg(long, env = "ROOMCAST_RATE_LIMIT_DRY_RUN", default_value_t = false)]
+    #[arg(
+        long,
+        env = "ROOMCAST_RATE_LIMIT_DRY_RUN",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub rate_limit_dry_run: bool,
 
     /// With Redis: a session's presence lapses this long after its node last refreshed it.
@@ -312,8 +404,13 @@ pub struct Config {
         long,
         env = "ROOMCAST_UNSAFE_NODE_LOCAL_STORE",
         default_value_t = false,
-        hide = true
+        hide = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
     )]
+    #[serde(deserialize_with = "boolish")]
     pub unsafe_node_local_store: bool,
 
     /// Requests awaiting their reply per connection (unacknowledged sends included);
@@ -559,6 +656,70 @@ mod tests {
             Wrapper::command().get_matches_from(["roomcast", "--config", path.to_str().unwrap()]);
         let err = Config::resolve(&matches).unwrap_err().to_string();
         assert!(err.contains("max_frame"), "{err}");
+    }
+
+    #[test]
+    fn booleans_take_every_spelling_from_flags_env_and_toml() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["roomcast"];
+            all.extend_from_slice(args);
+            Config::resolve(&Wrapper::command().get_matches_from(all)).unwrap()
+        };
+        for (word, want) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("TRUE", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+        ] {
+            let c = parse(&[&format!("--no-rate-limits={word}"), "--read-on-send", word]);
+            assert_eq!((c.no_rate_limits, c.read_on_send), (want, want), "{word}");
+        }
+        assert!(
+            parse(&["--no-rate-limits"]).no_rate_limits,
+            "a bare flag is true"
+        );
+        assert!(Wrapper::command()
+            .try_get_matches_from(["roomcast", "--read-on-send=maybe"])
+            .is_err());
+
+        // The environment, as the README promises: ROOMCAST_NO_RATE_LIMITS=1.
+        // (Only this test sets these variables.)
+        std::env::set_var("ROOMCAST_NO_RATE_LIMITS", "1");
+        std::env::set_var("ROOMCAST_READ_ON_JOIN", "on");
+        let c = parse(&[]);
+        std::env::remove_var("ROOMCAST_NO_RATE_LIMITS");
+        std::env::remove_var("ROOMCAST_READ_ON_JOIN");
+        assert!(c.no_rate_limits && c.read_on_join);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomcast.toml");
+        std::fs::write(
+            &path,
+            "no_rate_limits = \"yes\"\nread_on_send = 0\nws_compression = \"on\"\nredis_cluster = true\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]);
+        assert!(c.no_rate_limits && !c.read_on_send && c.ws_compression && c.redis_cluster);
+        std::fs::write(&path, "no_rate_limits = \"maybe\"\n").unwrap();
+        let err = Config::resolve(&Wrapper::command().get_matches_from([
+            "roomcast",
+            "--config",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("true/false/1/0/yes/no/on/off"), "{err}");
     }
 
     #[test]

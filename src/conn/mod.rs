@@ -33,6 +33,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Initial read buffer; it grows to the largest frame seen.
 const READ_BUFFER: usize = 512;
+/// After the last frame is written and the write side shut down, how long
+/// the connection reads and discards what the peer still sends, waiting for
+/// its close. Closing a socket with unread input makes the kernel reset the
+/// connection and drop the frames the peer has not taken yet: the closing
+/// error (`slow_consumer`, `unauthorized`, ...) would be lost.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one byte-stream connection (TCP, TLS, a QUIC stream) until it
 /// closes. `shutdown` asks it to leave with `shutting_down`. `peer` is the
@@ -70,9 +76,19 @@ pub async fn serve_frames<S, F, Fut>(
 {
     let session_id = core.next_session_id();
     let (outbox, out_rx) = Outbox::new(session_id, core.config.outbox_bytes);
-    let reading = read_loop(&core, session_id, peer, frames, &outbox, &shutdown);
+    let mut frames = frames;
+    let reading = read_loop(&core, session_id, peer, &mut frames, &outbox, &shutdown);
     let writing = write(out_rx);
     tokio::join!(reading, writing);
+    // The writer has flushed and shut the write side down (FIN): read and
+    // discard until the peer closes too, or LINGER passes. (Not while the
+    // server shuts down: it must not wait on clients.)
+    if !shutdown.is_cancelled() {
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(_)) = frames.next().await {}
+        })
+        .await;
+    }
 }
 
 async fn read_loop<S>(

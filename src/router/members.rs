@@ -140,11 +140,11 @@ impl Shard {
         reply: ReplyTo,
         extra: Vec<Mutation>,
     ) {
+        self.end_typing(room_id, user);
         let Some(room) = self.active(room_id) else {
             return reply.error(not_found(room_id));
         };
         room.members.remove(user);
-        room.typing.remove(user);
         room.meta.members = room.members.len() as u32;
         let mut muts = vec![
             Mutation::DelMember {
@@ -253,15 +253,17 @@ impl Shard {
                 self.write_then_ok(room_id, [unban], reply, None, Then::Nothing);
             }
             AdminOp::SetRole(role) => {
-                if role == Role::Owner {
-                    return reply.error(bad("role: use transfer to hand over ownership"));
-                }
+                // Check order (proto-spec "Permissions"): a non-member target
+                // is `not_found` before the role is looked at.
                 let Some(m) = room.members.get_mut(&target) else {
                     return reply.error(WireError::new(
                         ErrorCode::NotFound,
                         format!("{target} is not a member"),
                     ));
                 };
+                if role == Role::Owner {
+                    return reply.error(bad("role: use transfer to hand over ownership"));
+                }
                 m.role = role;
                 let put = Mutation::PutMember {
                     room: room_id.clone(),

@@ -42,6 +42,9 @@ pub enum ShardMsg {
     ReplayDone(RoomId, SessionId),
     /// Finish in-flight writes, then stop.
     Shutdown(oneshot::Sender<()>),
+    /// Unit tests of the supervisor: a fault inside the shard.
+    #[cfg(test)]
+    Panic,
 }
 
 #[derive(Clone, Debug)]
@@ -138,7 +141,6 @@ pub struct Shard {
     pub(super) store: Arc<dyn MessageStore>,
     pub(super) presence: Arc<dyn Presence>,
     pub(super) cluster: Option<Arc<dyn Cluster>>,
-    rx: mpsc::Receiver<ShardMsg>,
     /// For load and replay completions to come back in.
     pub(super) tx: mpsc::WeakSender<ShardMsg>,
     pub(super) rooms: HashMap<RoomId, Slot>,
@@ -157,7 +159,6 @@ impl Shard {
         store: Arc<dyn MessageStore>,
         presence: Arc<dyn Presence>,
         cluster: Option<Arc<dyn Cluster>>,
-        rx: mpsc::Receiver<ShardMsg>,
         tx: mpsc::WeakSender<ShardMsg>,
     ) -> Self {
         Self {
@@ -166,7 +167,6 @@ impl Shard {
             store,
             presence,
             cluster,
-            rx,
             tx,
             rooms: HashMap::new(),
             batch: Vec::new(),
@@ -177,7 +177,10 @@ impl Shard {
         }
     }
 
-    pub async fn run(mut self) {
+    /// Serves the inbox until shutdown (or until every sender is gone). The
+    /// inbox is borrowed, not owned, so that it outlives a panic of this
+    /// shard: the supervisor (`Router::start`) then starts a fresh shard on it.
+    pub async fn run(&mut self, rx: &mut mpsc::Receiver<ShardMsg>) {
         let mut inbox = Vec::with_capacity(INBOX_BATCH);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,7 +199,7 @@ impl Shard {
                     }
                     self.submit();
                 }
-                n = self.rx.recv_many(&mut inbox, INBOX_BATCH), if stopping.is_none() => {
+                n = rx.recv_many(&mut inbox, INBOX_BATCH), if stopping.is_none() => {
                     if n == 0 {
                         stopping = Some(oneshot::channel().0);
                         continue;
@@ -210,6 +213,8 @@ impl Shard {
                                 self.remote(&room, ephemeral, payload)
                             }
                             ShardMsg::Shutdown(tx) => stopping = Some(tx),
+                            #[cfg(test)]
+                            ShardMsg::Panic => panic!("injected shard fault"),
                         }
                     }
                     self.submit();
@@ -229,6 +234,50 @@ impl Shard {
             let _ = tx.send(());
         }
         tracing::debug!(shard = self.index, "shard stopped");
+    }
+
+    /// After a panic: every connection that had a subscription or a request
+    /// here is closed with `internal`, so its client reconnects and resumes
+    /// (`join {since}`) from the stored state the next shard reloads. The
+    /// state of this shard is not trusted beyond finding those connections.
+    pub fn fail_sessions(&mut self) -> usize {
+        let mut outboxes: HashMap<SessionId, crate::conn::outbox::Outbox> = HashMap::new();
+        let mut add = |o: &crate::conn::outbox::Outbox| {
+            outboxes.entry(o.session()).or_insert_with(|| o.clone());
+        };
+        for slot in self.rooms.values() {
+            match slot {
+                Slot::Active(room) => room.subscribers.values().for_each(|s| add(&s.outbox)),
+                Slot::Loading(queue) => queue
+                    .iter()
+                    .filter_map(Command::reply)
+                    .for_each(|r| add(r.outbox())),
+            }
+        }
+        for d in &self.done {
+            match d {
+                Done::Event {
+                    ack: Ack::Sent { reply, .. } | Ack::Ok(reply),
+                    ..
+                }
+                | Done::Subscribe { reply, .. }
+                | Done::Reply {
+                    reply: Some(reply), ..
+                } => add(reply.outbox()),
+                Done::Reply { reply: None, .. } => {}
+            }
+        }
+        for (.., reply) in &self.pending_subscribes {
+            add(reply.outbox());
+        }
+        let frame = ServerFrame::closing(WireError::new(
+            ErrorCode::Internal,
+            "a server fault interrupted a room of this connection; reconnect and resume from your last seq",
+        ));
+        for outbox in outboxes.values() {
+            outbox.close_with(&frame);
+        }
+        outboxes.len()
     }
 
     fn submit(&mut self) {
@@ -584,7 +633,7 @@ impl Shard {
         let member_ids: Vec<UserId> = room.members.keys().cloned().collect();
         let members = member_ids.len() as u32;
         let replay_from = since.filter(|s| *s < last);
-        let complete = since.map(|s| room.first_seq <= 1 || s + 1 >= room.first_seq);
+        let complete = since.map(|s| room.first_seq <= 1 || s.saturating_add(1) >= room.first_seq);
         room.subscribers.insert(
             session,
             Sub {
@@ -742,15 +791,10 @@ impl Shard {
         let last = room.last_seq;
         if !room.user_is_subscribed(&sub.user) {
             // Their last session here is gone: so is their typing indicator.
-            if room.typing.remove(&sub.user).is_some() {
-                let off =
-                    crate::proto::encode(&ServerFrame::Typing(crate::proto::server::TypingPush {
-                        room: room_id.clone(),
-                        user: sub.user.clone(),
-                        on: false,
-                    }));
-                room.fan_out_ephemeral(&off, None);
-            }
+            self.end_typing(room_id, &sub.user);
+            let Some(room) = self.active(room_id) else {
+                return;
+            };
             if let Some(m) = room.members.get_mut(&sub.user) {
                 if m.delivered_seq < last {
                     m.delivered_seq = last;

@@ -279,6 +279,9 @@ impl Session {
                 ),
             ));
         }
+        if hello.token.is_empty() {
+            return self.close(WireError::new(ErrorCode::Unauthorized, "token: missing"));
+        }
         match auth.verify(&hello.token) {
             Ok(user) => {
                 self.state = State::Active { user: user.clone() };
@@ -396,6 +399,9 @@ impl Session {
                     return Err(bad(format!("limit: must be 1 to {MAX_DIRECTORY_LIMIT}")));
                 }
                 p.limit = Some(limit);
+                if let Some(prefix) = &p.prefix {
+                    directory_prefix(prefix).map_err(bad)?;
+                }
                 if p.after
                     .as_ref()
                     .is_some_and(|a| a.len() > 512 || hex::decode(a).is_err())

@@ -62,6 +62,15 @@ pub enum Mutation {
         seq: u64,
         payload: Bytes,
     },
+    /// Redaction: replaces the payload of a stored stream event (the original
+    /// `msg` or an earlier `edit` of a message that was edited or deleted).
+    /// Afterwards the old payload must not be readable through this trait; an
+    /// LSM may keep the old bytes on disk until compaction.
+    RewriteEvent {
+        room: RoomId,
+        seq: u64,
+        payload: Bytes,
+    },
     /// A message's latest state (on creation and after each edit, delete, reaction).
     PutMessage(Box<MessageState>),
     PutLocalId {

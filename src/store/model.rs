@@ -86,6 +86,11 @@ pub struct MessageState {
     pub deleted: bool,
     /// Emoji → users who reacted with it, in reaction order.
     pub reactions: BTreeMap<String, Vec<UserId>>,
+    /// The message's `edit` events as `(seq, ts)`, oldest first: rewritten in
+    /// the event log on every later edit and on deletion, so replay never
+    /// shows an earlier text.
+    #[serde(default)]
+    pub edits: Vec<(u64, u64)>,
 }
 
 impl MessageState {
@@ -114,6 +119,15 @@ impl MessageState {
                 })
                 .collect(),
         }
+    }
+
+    /// The `msg` push as the event log keeps it once the message changed: the
+    /// latest body (or the tombstone), no reactions (those replay as their own
+    /// `reaction` events).
+    pub fn replay_view(&self) -> Message {
+        let mut m = self.view(None);
+        m.reactions.clear();
+        m
     }
 }
 

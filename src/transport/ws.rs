@@ -124,6 +124,11 @@ pub fn router(bridge: Bridge) -> Router {
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    // RFC 6454 §7.3: a request carries at most one Origin; two are a forgery
+    // attempt (a check could read one and a proxy or the browser the other).
+    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        return false;
+    }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true; // not a browser
     };

@@ -112,7 +112,12 @@ fn committer(t: Arc<Tables>, mut rx: mpsc::UnboundedReceiver<Job>, fsync: FsyncP
                 Err(_) => break,
             }
         }
-        let result = write_group(&t, &group, fsync);
+        // A panic inside the engine must not end the committer (every later
+        // write would then fail as `Closed`): it fails this group only.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_group(&t, &group, fsync)
+        }))
+        .unwrap_or_else(|_| Err("store write panicked".to_string()));
         for (_, done) in group.drain(..) {
             let _ = done.send(match &result {
                 Ok(()) => Ok(()),
@@ -158,7 +163,8 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                 Mutation::DelBan { room, user } => {
                     b.remove(&t.bans, keys::room_user_key(room, user))
                 }
-                Mutation::AppendEvent { room, seq, payload } => {
+                Mutation::AppendEvent { room, seq, payload }
+                | Mutation::RewriteEvent { room, seq, payload } => {
                     b.insert(&t.events, keys::seq_key(room, *seq), payload.as_ref())
                 }
                 Mutation::PutMessage(m) => {
@@ -305,5 +311,27 @@ impl MessageStore for EmbeddedStore {
     async fn flush(&self) -> StoreResult<()> {
         self.read(|t| t.db.persist(PersistMode::SyncAll).map_err(err))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn directory_reads_never_panic_on_key_sized_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), FsyncPolicy::Never).unwrap();
+        // fjall panics on keys over 65,535 bytes; the store answers instead.
+        let (rooms, next) = store
+            .public_rooms(&"a".repeat(70_000), None, 10)
+            .await
+            .unwrap();
+        assert!(rooms.is_empty() && next.is_none());
+        assert!(store
+            .public_rooms("", Some(&"ab".repeat(70_000)), 10)
+            .await
+            .is_err());
+        store.public_rooms("a", None, 10).await.unwrap();
     }
 }

@@ -249,12 +249,24 @@ pub fn member_rooms(t: &Tables, user: &UserId) -> StoreResult<Vec<RoomId>> {
     Ok(out)
 }
 
+/// The longest key fjall accepts.
+const MAX_KEY_LEN: usize = u16::MAX as usize;
+
 pub fn public_rooms(
     t: &Tables,
     prefix: &str,
     after: Option<&str>,
     limit: usize,
 ) -> StoreResult<(Vec<RoomMeta>, Option<String>)> {
+    // fjall keys are at most 65,535 bytes (longer ones panic): a longer
+    // prefix matches no key, and a longer cursor is none we handed out.
+    // (The session refuses both long before; this keeps the store total.)
+    if prefix.len() > MAX_KEY_LEN {
+        return Ok((Vec::new(), None));
+    }
+    if after.is_some_and(|a| a.len() > 2 * MAX_KEY_LEN) {
+        return Err(crate::store::StoreError::Corrupt("bad cursor".into()));
+    }
     let lower = match after.map(hex::decode) {
         Some(Ok(k)) => Bound::Excluded(k),
         Some(Err(_)) => return Err(crate::store::StoreError::Corrupt("bad cursor".into())),
