@@ -52,7 +52,9 @@ pub async fn serve<L>(
     L: Listener,
     L::Addr: std::fmt::Debug,
 {
-    let app = router(core).merge(crate::transport::ws::router(bridge));
+    let app = crate::webchat::router(core.config.web_chat)
+        .merge(router(core))
+        .merge(crate::transport::ws::router(bridge));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -17,7 +17,8 @@
 //!   `Bytes` chunk.
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
-//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`.
+//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
+//!   [`webchat`]: the embedded web chat at `/` (`web/chat/`).
 //! - The client SDK (connection, resume, offline queue) is its own crate,
 //!   `roomcast-client` in `client/`.
 
@@ -36,3 +37,4 @@ pub mod session;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod webchat;

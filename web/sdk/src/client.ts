@@ -331,6 +331,9 @@ export class Client extends Emitter<ClientEvents> {
       session: welcome.session,
       reconnect: generation > 1,
     });
+    // Pushes wait one task, so an app awaiting `Client.connect` registers its
+    // listeners before the first ones (the `hello {sync}` room list) arrive.
+    await sleep(0);
     conn.attach((f) => this.onPush(f));
     for (const w of this.connWaiters) w();
     // A status the app chose (away) holds across reconnects.
