@@ -183,4 +183,59 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
       )
       .toBe("offline");
   });
+  it("reacts to the browser going offline and online; the queue survives closing the page", async () => {
+    const alice = await signIn("alice");
+    const bob = await signIn("bob");
+    await alice.getByTestId("create-input").fill("Second");
+    await alice.getByTestId("create-input").press("Enter");
+    await expect.poll(() => alice.getByTestId("room-title").textContent()).toContain("Second");
+    await alice.getByTestId("invite").click();
+    const link = await alice.getByTestId("invite-link").inputValue();
+    await bob.getByTestId("join-input").fill(link);
+    await bob.getByTestId("join-input").press("Enter");
+    await expect.poll(() => bob.getByTestId("room-title").textContent()).toContain("Second");
+
+    // The `offline` event closes the socket at once (an open WebSocket would
+    // otherwise linger); `online` reconnects without waiting out the backoff.
+    await alice.context().setOffline(true);
+    await expect
+      .poll(() => alice.getByTestId("banner").getAttribute("data-state"), { timeout: WAIT })
+      .not.toBe("connected");
+    await alice.context().setOffline(false);
+    await expect
+      .poll(() => alice.getByTestId("banner").getAttribute("data-state"), { timeout: WAIT })
+      .toBe("connected");
+
+    // Typed while the server is down, then the page is closed: the message
+    // waits in IndexedDB and a new page of the same browser sends it once.
+    await server.kill();
+    await expect
+      .poll(() => alice.getByTestId("banner").getAttribute("data-state"), { timeout: WAIT })
+      .not.toBe("connected");
+    await say(alice, "kept across a reload");
+    const stored = () =>
+      alice.evaluate(
+        () =>
+          new Promise<number>((resolve) => {
+            const open = indexedDB.open("roomcast");
+            open.onsuccess = () => {
+              const get = open.result.transaction("queue").objectStore("queue").get("alice");
+              get.onsuccess = () => resolve((get.result as unknown[] | undefined)?.length ?? 0);
+            };
+          }),
+      );
+    await expect.poll(stored, { timeout: WAIT }).toBe(1);
+    const context = alice.context();
+    await alice.close();
+    await server.start();
+    const again = await context.newPage();
+    await again.goto(server.base + "/");
+    await expect.poll(() => again.getByTestId("me").textContent(), { timeout: WAIT }).toBe("alice");
+    await again.getByTestId("room-Second").click();
+    await expect.poll(() => bodies(bob), { timeout: WAIT }).toEqual(["kept across a reload"]);
+    await expect.poll(() => bodies(again), { timeout: WAIT }).toEqual(["kept across a reload"]);
+    await shot(again, "06-sent-after-reopening");
+    await bob.context().close();
+    await context.close();
+  });
 });
