@@ -238,4 +238,35 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
     await bob.context().close();
     await context.close();
   });
+  it("works over https:// and wss://", async () => {
+    const secure = new TestServer([], { https: true });
+    await secure.start();
+    try {
+      const pages: Page[] = [];
+      for (const user of ["alice", "bob"]) {
+        // The server's generated certificate is self-signed.
+        const context = await browser.newContext({ ignoreHTTPSErrors: true });
+        const page = await context.newPage();
+        await page.goto(`https://${secure.https}/`);
+        await page.getByTestId("token").fill(token(user));
+        await page.getByTestId("signin").click();
+        await expect.poll(() => page.getByTestId("me").textContent(), { timeout: WAIT }).toBe(user);
+        pages.push(page);
+      }
+      const [alice, bob] = pages as [Page, Page];
+      await alice.getByTestId("create-input").fill("Tls");
+      await alice.getByTestId("create-input").press("Enter");
+      await alice.getByTestId("invite").click();
+      const link = await alice.getByTestId("invite-link").inputValue();
+      expect(link.startsWith("https://")).toBe(true);
+      await bob.getByTestId("join-input").fill(link);
+      await bob.getByTestId("join-input").press("Enter");
+      await expect.poll(() => bob.getByTestId("room-title").textContent()).toContain("Tls");
+      await say(bob, "over wss");
+      await expect.poll(() => bodies(alice), { timeout: WAIT }).toEqual(["over wss"]);
+      for (const p of pages) await p.context().close();
+    } finally {
+      await secure.stop();
+    }
+  });
 });

@@ -392,3 +392,32 @@ describe("reconnect, resume and the offline queue", () => {
     c.close();
   });
 });
+
+describe("wss://", () => {
+  const server = new TestServer([], { https: true });
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+
+  it("the same client over the HTTPS listener", async () => {
+    // The server's certificate is self-signed: this test trusts it blindly
+    // (browsers use the system's CAs; `ws` takes TLS options).
+    class InsecureWs extends WebSocket {
+      constructor(url: string) {
+        super(url, { rejectUnauthorized: false });
+      }
+    }
+    const c = await Client.connect({
+      ...opts(server, "alice"),
+      url: server.wssUrl,
+      WebSocket: InsecureWs as unknown as WebSocketConstructor,
+    });
+    const room = (await c.createRoom("Secure")).room;
+    await c.join(room);
+    const got: string[] = [];
+    c.on("message", (m) => got.push(m.body));
+    await c.send(room, "over TLS");
+    await until(() => got.length === 1, "own message");
+    expect(got).toEqual(["over TLS"]);
+    c.close();
+  });
+});

@@ -46,8 +46,18 @@ export class TestServer {
   private child?: ChildProcess;
   readonly dir = mkdtempSync(join(tmpdir(), "roomcast-web-"));
   http = 0;
+  /** The HTTPS listener (wss://), when started with `https: true`. */
+  https = "";
 
-  constructor(private readonly extra: string[] = []) {}
+  constructor(
+    private readonly extra: string[] = [],
+    private readonly opts: { https?: boolean } = {},
+  ) {}
+
+  /** `wss://…/ws` on the HTTPS listener (self-signed certificate). */
+  get wssUrl(): string {
+    return `wss://${this.https}/ws`;
+  }
 
   get url(): string {
     return `ws://127.0.0.1:${this.http}/ws`;
@@ -74,6 +84,7 @@ export class TestServer {
       SECRET,
       "--fsync",
       "never",
+      ...(this.opts.https ? ["--https", "127.0.0.1:0"] : []),
       ...this.extra,
     ];
     // The port was just closed by a previous run: retry a bind failure briefly.
@@ -99,6 +110,7 @@ export class TestServer {
       child.stdout!.on("data", (d: Buffer) => {
         out += d.toString();
         if (out.includes("roomcast listening")) {
+          this.https = /https=(\S+)/.exec(out)?.[1] ?? "";
           this.child = child;
           resolve();
         }
