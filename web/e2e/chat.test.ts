@@ -269,4 +269,16 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
       await secure.stop();
     }
   });
+  it("a refused token goes back to the sign-in screen with the reason", async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(server.base + "/");
+    await page.getByTestId("token").fill(token("mallory", 3600, "not-the-secret-not-the-secret"));
+    await page.getByTestId("signin").click();
+    await expect
+      .poll(() => page.getByTestId("session-error").textContent(), { timeout: WAIT })
+      .toContain("unauthorized");
+    await shot(page, "07-token-refused");
+    await context.close();
+  });
 });

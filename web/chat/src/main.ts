@@ -12,7 +12,7 @@ import {
   type Status,
 } from "@roomcast/client";
 import { clear, fill, h } from "./dom.js";
-import { signIn, tokenUser, type SignedIn } from "./signin.js";
+import { methods, signIn, tokenUser, type SignedIn } from "./signin.js";
 
 interface Room {
   id: string;
@@ -780,37 +780,55 @@ function shell(session: SignedIn) {
   );
 }
 
+/** Starts the client; resolves with the error if the server refuses the
+ *  token, or undefined once connected or once it is clear the server is
+ *  merely unreachable (the chat then opens offline, behind the banner). */
+function start(session: SignedIn): Promise<RoomcastError | undefined> {
+  const token = session.token;
+  const user = typeof token === "string" ? tokenUser(token) : undefined;
+  me = user ?? "";
+  client = Client.start({
+    url: wsUrl,
+    token,
+    syncRooms: true,
+    storage: indexedDbStorage(user ?? "default"),
+  });
+  return new Promise((resolve) => {
+    const offs = [
+      client.on("connected", () => done(undefined)),
+      client.on("closed", (c) => done(c.error ?? new RoomcastError("closed", c.reason))),
+      client.on("reconnectFailed", (e) => {
+        if (e.error.code !== "unauthorized") done(undefined);
+      }),
+    ];
+    function done(e: RoomcastError | undefined) {
+      for (const off of offs) off();
+      resolve(e);
+    }
+  });
+}
+
 async function main() {
-  let session = (await import("./signin.js")).methods.map((m) => m.restore()).find(Boolean);
+  let session = methods.map((m) => m.restore()).find(Boolean);
   let error: string | undefined;
   for (;;) {
     session ??= await signIn(root, error);
-    const token = session.token;
-    const user = typeof token === "string" ? tokenUser(token) : undefined;
-    try {
-      client = await Client.connect({
-        url: wsUrl,
-        token,
-        syncRooms: true,
-        storage: indexedDbStorage(user ?? "default"),
-      });
-      break;
-    } catch (e) {
-      // A refused token goes back to the sign-in screen; a server that is
-      // down keeps the session and tries again.
-      if (e instanceof RoomcastError && e.code === "unauthorized") {
-        session.signOut();
-        session = undefined;
-        error = `The server refused the token (${e.message}).`;
-      } else {
-        error = `Cannot reach the server: ${String(e)}`;
-        session = undefined;
-      }
-    }
+    const refused = await start(session);
+    if (!refused) break;
+    client.close();
+    session.signOut();
+    session = undefined;
+    error = `The server refused the token (${refused.message}).`;
   }
-  me = client.user ?? "";
   connState = client.state;
   wire();
+  // A token refused later (a fixed token after a server secret change): sign in again.
+  client.on("closed", (c) => {
+    if (c.error?.code === "unauthorized") {
+      session?.signOut();
+      location.reload();
+    }
+  });
   shell(session);
   render();
   const hash = new URLSearchParams(location.hash.slice(1));

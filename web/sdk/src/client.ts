@@ -74,8 +74,9 @@ export interface ClientEvents {
   queue: number;
   /** An `error` push without an id that does not close the connection. */
   serverError: F.ErrorFrame;
-  /** The client stopped for good. Last event. */
-  closed: { reason: string };
+  /** The client stopped for good (`error`: the answer that stopped it, if
+   *  any, e.g. `unauthorized` for a fixed token). Last event. */
+  closed: { reason: string; error?: RoomcastError };
 }
 
 export interface SendOptions {
@@ -175,7 +176,7 @@ export class Client extends Emitter<ClientEvents> {
     }
   }
 
-  private stop(reason: string) {
+  private stop(reason: string, error?: RoomcastError) {
     if (this.stopped) return;
     this.stopped = true;
     this.unwatch?.();
@@ -186,7 +187,7 @@ export class Client extends Emitter<ClientEvents> {
     for (const w of this.connWaiters) w();
     this.wake?.();
     this.setState("closed");
-    this.emit("closed", { reason });
+    this.emit("closed", { reason, error });
   }
 
   /** Waits `ms`, or less if the browser comes online / the page becomes visible. */
@@ -252,10 +253,10 @@ export class Client extends Emitter<ClientEvents> {
         if (this.stopped) return;
         if (first) {
           first.reject(error);
-          this.stop("the first connection failed");
+          this.stop("the first connection failed", error);
           return;
         }
-        if (this.fatal(error)) return this.stop(`connect: ${error.message}`);
+        if (this.fatal(error)) return this.stop(`connect: ${error.message}`, error);
         attempt++;
         if (backoff.maxAttempts !== undefined && attempt >= backoff.maxAttempts) {
           return this.stop(`gave up after ${attempt} attempts: ${error.message}`);
@@ -274,8 +275,9 @@ export class Client extends Emitter<ClientEvents> {
       await this.session(conn, welcome);
       if (this.stopped) return;
       const close = conn.closeError;
-      if (close && this.fatal(RoomcastError.fromFrame(close))) {
-        return this.stop(`server closed: ${close.code} ${close.message}`);
+      const closeError = close && RoomcastError.fromFrame(close);
+      if (closeError && this.fatal(closeError)) {
+        return this.stop(`server closed: ${close.code} ${close.message}`, closeError);
       }
       const retryInMs = backoffDelay(backoff, 0, close?.retry_after_ms);
       this.setState("disconnected");
