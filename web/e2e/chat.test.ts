@@ -281,4 +281,85 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
     await shot(page, "07-token-refused");
     await context.close();
   });
+  it("history paging, unread counts, replies, edits, deletions and direct messages", async () => {
+    const alice = await signIn("alice");
+    const bob = await signIn("bob");
+    await alice.getByTestId("create-input").fill("Busy");
+    await alice.getByTestId("create-input").press("Enter");
+    await expect.poll(() => alice.getByTestId("room-title").textContent()).toContain("Busy");
+    await alice.getByTestId("invite").click();
+    const link = await alice.getByTestId("invite-link").inputValue();
+
+    // 55 messages from the SDK in Node (its queue waits out the send rate limit).
+    const carol = await Client.connect({
+      url: server.url,
+      token: token("carol"),
+      WebSocket: WebSocket as unknown as WebSocketConstructor,
+    });
+    const room = decodeURIComponent(new URL(link).hash.match(/room=([^&]+)/)![1]!);
+    await carol.join(room, { invite: new URL(link).hash.match(/invite=([^&]+)/)![1]! });
+    await Promise.all(Array.from({ length: 55 }, (_, i) => carol.send(room, `m${i}`)));
+    carol.close();
+
+    // Bob opens the room: the newest 50, then the older ones on demand.
+    await bob.getByTestId("join-input").fill(link);
+    await bob.getByTestId("join-input").press("Enter");
+    await expect.poll(() => bob.getByTestId("msg").count(), { timeout: WAIT }).toBe(50);
+    await bob.getByTestId("older").click();
+    await expect.poll(() => bob.getByTestId("msg").count(), { timeout: WAIT }).toBe(55);
+    expect((await bodies(bob))[0]).toBe("m0");
+
+    // Unread counts while bob is elsewhere; opening the room reads it.
+    await bob.getByTestId("create-input").fill("Elsewhere");
+    await bob.getByTestId("create-input").press("Enter");
+    await expect.poll(() => bob.getByTestId("room-title").textContent()).toContain("Elsewhere");
+    await say(alice, "ping bob");
+    await expect
+      .poll(() => bob.getByTestId("room-Busy").getByTestId("unread").textContent(), {
+        timeout: WAIT,
+      })
+      .toBe("1");
+    await shot(bob, "08-unread");
+    await bob.getByTestId("room-Busy").click();
+    await expect.poll(() => bob.getByTestId("room-Busy").getByTestId("unread").count()).toBe(0);
+
+    // Reply, edit, delete.
+    const last = (page: Page) => page.locator("[data-testid=msg]").last();
+    await last(bob).hover();
+    await last(bob).getByTestId("reply").click();
+    await say(bob, "pong");
+    await expect
+      .poll(() => last(alice).locator(".reply").textContent(), { timeout: WAIT })
+      .toContain("alice: ping bob");
+    const ping = alice.locator("[data-testid=msg]", { hasText: "ping bob" }).first();
+    await ping.hover();
+    await ping.getByTestId("edit").click();
+    await alice.getByTestId("composer").fill("ping bob!");
+    await alice.getByTestId("composer").press("Enter");
+    const bobsPing = bob.locator("[data-testid=msg]", { hasText: "ping bob!" });
+    await expect.poll(() => bobsPing.getByTestId("edited").count(), { timeout: WAIT }).toBe(1);
+    const edited = alice.locator("[data-testid=msg]", { hasText: "ping bob!" }).first();
+    await edited.hover();
+    await edited.getByTestId("delete").click();
+    await expect.poll(() => bodies(bob), { timeout: WAIT }).toContain("(deleted)");
+    expect(await bodies(bob)).not.toContain("ping bob!");
+
+    // A direct message: bob finds it in his room list with one unread.
+    await alice.getByTestId("direct-input").fill("bob");
+    await alice.getByTestId("direct-input").press("Enter");
+    await expect.poll(() => alice.getByTestId("room-title").textContent()).toContain("bob");
+    await say(alice, "just between us");
+    await expect.poll(() => alice.getByTestId("pending").count(), { timeout: WAIT }).toBe(0);
+    await bob.reload();
+    await expect
+      .poll(() => bob.getByTestId("room-alice").getByTestId("unread").textContent(), {
+        timeout: WAIT,
+      })
+      .toBe("1");
+    await bob.getByTestId("room-alice").click();
+    await expect.poll(() => bodies(bob), { timeout: WAIT }).toEqual(["just between us"]);
+    await shot(bob, "09-direct");
+    await alice.context().close();
+    await bob.context().close();
+  });
 });

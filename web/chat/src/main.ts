@@ -649,10 +649,27 @@ function wire() {
     render();
   });
   client.on("sendFailed", (f) => report(f.error));
+  // New direct rooms and invites arrive without a push to sessions that do
+  // not follow them yet: look at the room list now and then.
+  setInterval(() => {
+    if (client.connected) refreshRooms();
+  }, 30_000);
   document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && client.connected) refreshRooms();
     const r = current ? rooms.get(current) : undefined;
     if (r) void markRead(r).catch(() => {});
   });
+}
+
+function refreshRooms() {
+  client.rooms().then((list) => {
+    for (const s of list) {
+      const known = rooms.has(s.room);
+      room(s);
+      if (!known) follow(s.room).catch(report);
+    }
+    render();
+  }, report);
 }
 
 function shell(session: SignedIn) {
