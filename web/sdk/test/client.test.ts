@@ -224,6 +224,35 @@ describe("the API against a real server", () => {
     await expectCode(bob.leave(room), "not_found");
   });
 
+  it("leave, joinSince (resume across restarts of the app), reaction removal", async () => {
+    const room = (await alice.createRoom("Since")).room;
+    await alice.join(room);
+    const first = await alice.send(room, "one");
+    await alice.send(room, "two");
+    await bob.join(room);
+    await bob.react(room, first.seq, ":tada:");
+    expect((await bob.react(room, first.seq, ":tada:", false)).seq).toBeDefined();
+    expect((await bob.react(room, first.seq, ":tada:", false)).seq).toBeUndefined(); // no-op
+    expect(await bob.leave(room)).toMatchObject({ t: "left", room });
+
+    // A new client (a reloaded page) that kept seq `first.seq` gets every
+    // stream event after it replayed, then `resumed`, once each.
+    const again = Client.start(opts(server, "bob"));
+    const log = record(again);
+    const joined = await again.joinSince(room, first.seq);
+    await until(() => (log.resumed ?? []).length === 1, "resumed");
+    expect(log.resumed![0]).toMatchObject({
+      room,
+      from: first.seq,
+      to: joined.seq,
+      complete: true,
+    });
+    expect(log.message!.map((m) => m.body)).toEqual(["two"]);
+    expect(log.reaction!.map((r) => r.on)).toEqual([true, false]);
+    expect(again.lastSeq(room)).toBe(joined.seq);
+    again.close();
+  });
+
   it("errors carry their codes", async () => {
     const room = (await alice.createRoom("Errors", { private: true, room: "errors-room" })).room;
     await expectCode(alice.createRoom("Again", { room }), "conflict");
