@@ -80,6 +80,8 @@ export interface ClientEvents {
 }
 
 export interface SendOptions {
+  /** The idempotency key; default a fresh one. Give one only to resend the same message. */
+  local_id?: string;
   kind?: F.MessageKind;
   attachments?: F.Attachment[];
   reply_to?: number;
@@ -490,7 +492,7 @@ export class Client extends Emitter<ClientEvents> {
    *  storage) reloads. Throws `queue_full`, `too_large` or `closed`. */
   enqueue(room: string, body: string, opts: SendOptions = {}): PendingSend {
     if (this.stopped) throw new RoomcastError("closed", "the client is closed");
-    const item: QueuedSend = { local_id: newLocalId(), room, body, ...opts };
+    const item: QueuedSend = { ...opts, local_id: opts.local_id ?? newLocalId(), room, body };
     const bytes = encodeFrame({ t: "send", id: 2 ** 53 - 1, ...item }).length;
     if (bytes > this.maxFrame) {
       throw new RoomcastError("too_large", `${bytes} bytes, the limit is ${this.maxFrame}`);
