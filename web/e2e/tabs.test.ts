@@ -113,6 +113,19 @@ describe.skipIf(!haveChromium)("tabs share one connection", () => {
     }
     await expect.poll(connections, { timeout: WAIT }).toBe(2); // alice + the leader tab
     const leaders = [await isLeader(one), await isLeader(two)];
+    for (const p of [one, two]) {
+      // Whichever opened second learns the leader's state and user on arrival.
+      await expect
+        .poll(() =>
+          p.evaluate(
+            () => (window as unknown as { tab: { state: string; user?: string } }).tab.user,
+          ),
+        )
+        .toBe("bob");
+      expect(
+        await p.evaluate(() => (window as unknown as { tab: { state: string } }).tab.state),
+      ).toBe("connected");
+    }
     expect(leaders.filter(Boolean).length).toBe(1);
 
     await alice.send(room, "one");

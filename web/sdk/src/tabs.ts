@@ -84,7 +84,8 @@ type Wire =
       e?: { code: string; message: string; retryAfterMs?: number };
     }
   | { k: "ev"; n: keyof ClientEvents; p: unknown }
-  | { k: "leader"; tab: string };
+  | { k: "leader"; tab: string }
+  | { k: "hello" };
 
 interface Pending {
   m: string;
@@ -108,12 +109,18 @@ export class TabClient extends Emitter<ClientEvents> {
   private release?: () => void;
   /** Whether this tab holds the connection. */
   isLeader = false;
+  /** The leader's connection state, as last heard. */
+  state: ClientEvents["state"] = "connecting";
+  /** The user id, once the leader's connection was authenticated. */
+  user?: string;
 
   private constructor(private readonly opts: TabOptions) {
     super();
     const name = opts.name ?? "roomcast";
     this.channel = new BroadcastChannel(`${name}:tabs`);
     this.channel.onmessage = (ev: MessageEvent<Wire>) => this.onWire(ev.data);
+    // Ask a leader that is already up for its state.
+    this.post({ k: "hello" });
     void navigator.locks.request(`${name}:leader`, () => {
       this.lead();
       return new Promise<void>((r) => (this.release = r));
@@ -213,6 +220,8 @@ export class TabClient extends Emitter<ClientEvents> {
       const e = p as { room: string; seq: number };
       if (!this.tracker.accept(e.room, e.seq)) return;
     }
+    if (n === "state") this.state = p as ClientEvents["state"];
+    if (n === "connected") this.user = (p as ClientEvents["connected"]).user;
     this.emit(n, p as never);
   }
 
@@ -242,6 +251,19 @@ export class TabClient extends Emitter<ClientEvents> {
       case "ev":
         if (!this.leader) this.deliver(w.n, w.p);
         return;
+      case "hello": {
+        const c = this.leader;
+        if (!c) return;
+        if (c.user && c.connected) {
+          this.post({
+            k: "ev",
+            n: "connected",
+            p: { user: c.user, session: "", reconnect: false },
+          });
+        }
+        this.post({ k: "ev", n: "state", p: c.state });
+        return;
+      }
       case "leader":
         // A new leader: follow our rooms from where we are, resend what is unanswered.
         for (const [room, since] of this.tracker.toRejoin()) {
