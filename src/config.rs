@@ -195,6 +195,12 @@ pub struct Config {
     #[serde(deserialize_with = "boolish")]
     pub ws_compression_context_takeover: bool,
 
+    /// Serve the web chat (a single-page app built on the browser SDK, embedded
+    /// in the binary) at `/` on the HTTP and HTTPS listeners. Off: `/` is 404.
+    #[arg(long, env = "ROOMCAST_WEB_CHAT", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub web_chat: bool,
+
     /// Directory for the embedded store and the generated JWT secret.
     #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -730,6 +736,27 @@ mod tests {
         assert_eq!(c.hello_timeout_ms, 10_000);
         assert_eq!(c.max_body_chars, 5_000);
         assert!(!c.ws_compression, "WebSocket compression is off by default");
+    }
+
+    #[test]
+    fn web_chat_is_on_by_default_and_takes_boolish_values() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        assert!(Config::for_tests("/tmp/x").web_chat);
+        for (v, on) in [
+            ("off", false),
+            ("no", false),
+            ("0", false),
+            ("yes", true),
+            ("on", true),
+        ] {
+            let c = Wrapper::parse_from(["roomcast", "--web-chat", v]).config;
+            assert_eq!(c.web_chat, on, "{v}");
+        }
     }
 
     #[test]

@@ -52,7 +52,9 @@ pub async fn serve<L>(
     L: Listener<Addr = SocketAddr>,
 {
     let limits = crate::transport::http::HttpLimits::from_config(&core.config);
-    let app = router(core).merge(crate::transport::ws::router(bridge));
+    let app = crate::webchat::router(core.config.web_chat)
+        .merge(router(core))
+        .merge(crate::transport::ws::router(bridge));
     crate::transport::http::serve(listener, app, limits, shutdown).await;
 }
 

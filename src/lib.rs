@@ -18,7 +18,8 @@
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
 //! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
-//!   [`memory`]: freed heap memory back to the OS after bursts.
+//!   [`memory`]: freed heap memory back to the OS after bursts;
+//!   [`webchat`]: the embedded web chat at `/` (`web/chat/`).
 //! - The client SDK (connection, resume, offline queue) is its own crate,
 //!   `roomcast-client` in `client/`.
 
@@ -38,3 +39,4 @@ pub mod session;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod webchat;
