@@ -320,4 +320,5 @@ export type ErrorCode =
   | "shutting_down"
   | "server_busy"
   | "unavailable"
-  | "conflict";
+  | "conflict"
+  | "limit_exceeded";
