@@ -47,6 +47,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// The one value of a header; none when absent or repeated (ambiguous credentials).
+fn single<'a>(parts: &'a Parts, name: &str) -> Option<&'a axum::http::HeaderValue> {
+    let mut values = parts.headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
 fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, message)
 }
@@ -58,10 +65,8 @@ pub struct AuthUser(pub UserId);
 impl FromRequestParts<Arc<Core>> for AuthUser {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+        let value = single(parts, axum::http::header::AUTHORIZATION.as_str())
+            .ok_or_else(|| unauthorized("give one Authorization: Bearer <token>"))?;
         let token = value
             .to_str()
             .ok()
@@ -93,10 +98,8 @@ impl FromRequestParts<Arc<Core>> for Backend {
                 "the server API is off: no --api-keys configured",
             ));
         }
-        let given = parts
-            .headers
-            .get("x-api-key")
-            .ok_or_else(|| unauthorized("missing X-Api-Key"))?
+        let given = single(parts, "x-api-key")
+            .ok_or_else(|| unauthorized("give one X-Api-Key"))?
             .as_bytes();
         // Every key is compared, so the time does not tell which one matched.
         let matched = keys
