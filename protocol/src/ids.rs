@@ -172,7 +172,7 @@ mod schema {
                 .schema_type(Type::String)
                 .min_length(Some(1))
                 .max_length(Some(MAX_USER_ID_LEN))
-                .pattern(Some("^[^\\x00-\\x1f\\x7f]+$"))
+                .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]+$"))
                 .description(Some(
                     "A user id (the JWT `sub`): 1 to 128 bytes, no control characters",
                 ))
