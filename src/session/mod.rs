@@ -301,16 +301,13 @@ impl Session {
             ClientFrame::Ping(p) => return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id }))),
             _ => {}
         }
-        let user = match &self.state {
-            State::Active { user } => user.clone(),
-            _ => {
-                return Err((
-                    id,
-                    WireError::new(ErrorCode::Unauthorized, "send hello first"),
-                ))
-            }
+        let State::Active { user } = &self.state else {
+            return Err((
+                id,
+                WireError::new(ErrorCode::Unauthorized, "send hello first"),
+            ));
         };
-        check_request(&mut frame, &user, &self.limits).map_err(|e| (id, e))?;
+        check_request(&mut frame, user, &self.limits).map_err(|e| (id, e))?;
         // The session's own bookkeeping, once the request is known to be good.
         match &frame {
             ClientFrame::Join(j) => {
