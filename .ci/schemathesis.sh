@@ -4,7 +4,7 @@
 # answer must match the document. Usage: .ci/schemathesis.sh [path/to/roomcast]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${1:-target/debug/roomcast}
+BIN=$(realpath "${1:-target/debug/roomcast}")
 ST_VERSION=4.32.5
 VENV=${ROOMCAST_ST_VENV:-$HOME/.cache/roomcast-schemathesis-$ST_VERSION}
 if [ ! -x "$VENV/bin/st" ]; then
@@ -21,10 +21,12 @@ trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WOR
 for _ in $(seq 100); do grep -q 'http=' "$WORK/server.log" && break; sleep 0.1; done
 ADDR=$(grep -o 'http=[0-9.:]*' "$WORK/server.log" | cut -d= -f2)
 TOKEN=$("$BIN" token --user schemathesis --jwt-secret "$SECRET")
-"$VENV/bin/st" --config-file .ci/schemathesis.toml run "http://$ADDR/openapi.json" \
+CONFIG="$PWD/.ci/schemathesis.toml"
+# Run from the scratch dir: schemathesis keeps a cache in its working directory.
+(cd "$WORK" && "$VENV/bin/st" --config-file "$CONFIG" run "http://$ADDR/openapi.json" \
   --checks all --seed 20261207 --max-examples 20 --no-shrink --workers 2 \
   --generation-database none --no-color \
-  -H "Authorization: Bearer $TOKEN" -H "X-Api-Key: $KEY"
+  -H "Authorization: Bearer $TOKEN" -H "X-Api-Key: $KEY")
 if grep -q 'panicked' "$WORK/server.log"; then
   echo "the server panicked during the run:"; grep -A5 panicked "$WORK/server.log"; exit 1
 fi
