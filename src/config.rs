@@ -201,6 +201,31 @@ pub struct Config {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub web_chat: bool,
 
+    /// Keys of the server API (`/api/...`, header `X-Api-Key`) for app backends,
+    /// comma-separated; give several to rotate (add the new key, move the
+    /// backends, drop the old one). Empty: the server API refuses every request.
+    /// Never accepted on the user API, where only JWTs are (docs/HTTP_API.md).
+    #[arg(
+        long,
+        env = "ROOMCAST_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+
+    /// Largest REST request body, in bytes; larger ones get `413` (`bad_request`).
+    #[arg(long, env = "ROOMCAST_HTTP_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub http_max_body_bytes: usize,
+
+    /// How long a REST request waits for its room's answer, in ms (then `503`, `unavailable`).
+    #[arg(
+        long,
+        env = "ROOMCAST_HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub http_request_timeout_ms: u64,
+
     /// Directory for the embedded store and the generated JWT secret.
     #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -600,6 +625,18 @@ impl Config {
         anyhow::ensure!(
             self.http_header_timeout_ms >= 10,
             "http_header_timeout_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.api_keys.iter().all(|k| k.trim().len() >= 16),
+            "api_keys: every key must be at least 16 characters"
+        );
+        anyhow::ensure!(
+            self.http_max_body_bytes >= 1024,
+            "http_max_body_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.http_request_timeout_ms >= 10,
+            "http_request_timeout_ms must be at least 10"
         );
         anyhow::ensure!(
             self.outbox_bytes >= 4096,

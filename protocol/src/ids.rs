@@ -159,3 +159,39 @@ mod tests {
         assert!(UserId::new(" ").is_err());
     }
 }
+
+/// JSON Schema of the ids: strings with the rules above (for OpenAPI documents).
+#[cfg(feature = "openapi")]
+mod schema {
+    use super::{RoomId, UserId, MAX_ROOM_ID_LEN, MAX_USER_ID_LEN};
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    impl utoipa::PartialSchema for RoomId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ROOM_ID_LEN))
+                .pattern(Some("^[A-Za-z0-9_.:-]+$"))
+                .description(Some("A room id: 1 to 64 of A-Z a-z 0-9 _ . : -"))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for RoomId {}
+
+    impl utoipa::PartialSchema for UserId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_USER_ID_LEN))
+                .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]+$"))
+                .description(Some(
+                    "A user id (the JWT `sub`): 1 to 128 bytes, no control characters",
+                ))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for UserId {}
+}

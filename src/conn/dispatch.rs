@@ -147,7 +147,7 @@ async fn room_list(core: &Arc<Core>, user: &UserId) -> Result<Vec<RoomSummary>, 
     Ok(rooms)
 }
 
-fn action_of(frame: &ClientFrame) -> Option<Action> {
+pub(crate) fn action_of(frame: &ClientFrame) -> Option<Action> {
     use ClientFrame::*;
     Some(match frame {
         CreateRoom(_) | StartDirect(_) => Action::CreateRoom,

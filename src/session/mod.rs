@@ -307,10 +307,10 @@ impl Session {
             ClientFrame::Ping(_) | ClientFrame::Presence(_) => {}
             _ => self.active(now),
         }
-        let bad = |m: String| (id, WireError::bad_request(m));
-        let max_body = self.limits.max_body_chars;
-        match &mut frame {
-            ClientFrame::Hello(_) => return Err(bad("already authenticated".into())),
+        match &frame {
+            ClientFrame::Hello(_) => {
+                return Err((id, WireError::bad_request("already authenticated")))
+            }
             ClientFrame::Ping(p) => {
                 if let Some(Decision::Deny { retry_after }) =
                     self.ping_limit.as_mut().map(|g| g.check(now))
@@ -327,28 +327,18 @@ impl Session {
                 }
                 return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id })));
             }
-            ClientFrame::CreateRoom(c) => {
-                if c.room
-                    .as_ref()
-                    .is_some_and(crate::router::is_direct_room_id)
-                {
-                    return Err(bad(
-                        "room: ids of the form d + 40 hex digits are reserved for direct rooms"
-                            .into(),
-                    ));
-                }
-                c.name = room_name(&c.name).map_err(bad)?;
-                if let Some(d) = &c.description {
-                    description(d).map_err(bad)?;
-                }
-            }
+            _ => {}
+        }
+        let State::Active { user } = &self.state else {
+            return Err((
+                id,
+                WireError::new(ErrorCode::Unauthorized, "send hello first"),
+            ));
+        };
+        check_request(&mut frame, user, &self.limits).map_err(|e| (id, e))?;
+        // The session's own bookkeeping, once the request is known to be good.
+        match &frame {
             ClientFrame::Join(j) => {
-                if j.invite
-                    .as_ref()
-                    .is_some_and(|c| c.is_empty() || c.len() > MAX_INVITE_LEN)
-                {
-                    return Err(bad(format!("invite: must be 1 to {MAX_INVITE_LEN} bytes")));
-                }
                 if !self.joined.contains(&j.room) && self.joined.len() >= self.limits.max_joined {
                     return Err((
                         id,
@@ -369,71 +359,7 @@ impl Session {
             ClientFrame::LeaveRoom(l) | ClientFrame::DeleteRoom(l) => {
                 self.joined.remove(&l.room);
             }
-            ClientFrame::Send(s) => {
-                let caption_only = !s.kind.is_text();
-                body("body", &s.body, max_body, caption_only).map_err(bad)?;
-                if let Some(l) = &s.local_id {
-                    local_id(l).map_err(bad)?;
-                }
-                attachments(s.kind, &s.attachments, self.limits.max_attachment_bytes)
-                    .map_err(bad)?;
-                if s.reply_to == Some(0) {
-                    return Err(bad("reply_to: must be at least 1".into()));
-                }
-            }
-            ClientFrame::Edit(e) => body("body", &e.body, max_body, true).map_err(bad)?,
-            ClientFrame::React(r) => emoji(&r.emoji).map_err(bad)?,
-            ClientFrame::History(h) => {
-                let limit = h.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-                if limit == 0 || limit > MAX_HISTORY_LIMIT {
-                    return Err(bad(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
-                }
-                h.limit = Some(limit);
-                if h.before == Some(0) {
-                    return Err(bad("before: must be at least 1".into()));
-                }
-            }
-            ClientFrame::PublicRooms(p) => {
-                let limit = p.limit.unwrap_or(50);
-                if limit == 0 || limit > MAX_DIRECTORY_LIMIT {
-                    return Err(bad(format!("limit: must be 1 to {MAX_DIRECTORY_LIMIT}")));
-                }
-                p.limit = Some(limit);
-                if let Some(prefix) = &p.prefix {
-                    directory_prefix(prefix).map_err(bad)?;
-                }
-                if p.after
-                    .as_ref()
-                    .is_some_and(|a| a.len() > 512 || hex::decode(a).is_err())
-                {
-                    return Err(bad("after: not a cursor from a previous page".into()));
-                }
-            }
-            ClientFrame::UpdateRoom(u) => {
-                if let Some(n) = &u.name {
-                    u.name = Some(room_name(n).map_err(bad)?);
-                }
-                if let Some(d) = &u.description {
-                    description(d).map_err(bad)?;
-                }
-                if u.name.is_none() && u.description.is_none() && u.private.is_none() {
-                    return Err(bad(
-                        "nothing to change: give name, description or private".into()
-                    ));
-                }
-            }
             ClientFrame::Presence(p) => {
-                if p.status == Some(crate::proto::types::Status::Offline) {
-                    return Err(bad(
-                        "status: set online or away (disconnect to go offline)".into()
-                    ));
-                }
-                if p.users.len() > 1000 {
-                    return Err(bad("users: at most 1000 per query".into()));
-                }
-                if p.status.is_none() && p.users.is_empty() {
-                    return Err(bad("give status to set, or users to query".into()));
-                }
                 if let Some(status) = p.status {
                     // The client's choice replaces any automatic status.
                     self.chosen = status;
@@ -442,38 +368,145 @@ impl Session {
                     self.last_active = now;
                 }
             }
-            ClientFrame::StartDirect(d) => {
-                if Some(&d.user) == self.user() {
-                    return Err(bad("user: a direct room needs another user".into()));
-                }
-            }
-            ClientFrame::Favorite(f) => {
-                if f.room.is_some() == f.user.is_some() {
-                    return Err(bad("give exactly one of room or user".into()));
-                }
-            }
-            ClientFrame::CreateInvite(c) => {
-                if c.max_uses == Some(0) || c.expires_in_s == Some(0) {
-                    return Err(bad("max_uses and expires_in_s must be positive".into()));
-                }
-            }
-            ClientFrame::Delete(_)
-            | ClientFrame::Read(_)
-            | ClientFrame::Receipts(_)
-            | ClientFrame::Typing(_)
-            | ClientFrame::Rooms(_)
-            | ClientFrame::Members(_)
-            | ClientFrame::Kick(_)
-            | ClientFrame::Ban(_)
-            | ClientFrame::Unban(_)
-            | ClientFrame::SetRole(_)
-            | ClientFrame::Transfer(_)
-            | ClientFrame::Invites(_)
-            | ClientFrame::RevokeInvite(_)
-            | ClientFrame::Favorites(_) => {}
+            _ => {}
         }
         Ok(Output::Request(frame))
     }
+}
+
+/// The field rules of one request from `user`, shared by every transport and
+/// the REST API: refuses bad values with a `bad_request` that names the field,
+/// and normalizes what it accepts (trimmed names, default page sizes).
+pub fn check_request(
+    frame: &mut ClientFrame,
+    user: &UserId,
+    limits: &SessionLimits,
+) -> Result<(), WireError> {
+    let bad = |m: String| WireError::bad_request(m);
+    let max_body = limits.max_body_chars;
+    match frame {
+        ClientFrame::Hello(_) | ClientFrame::Ping(_) => {}
+        ClientFrame::CreateRoom(c) => {
+            if c.room
+                .as_ref()
+                .is_some_and(crate::router::is_direct_room_id)
+            {
+                return Err(bad(
+                    "room: ids of the form d + 40 hex digits are reserved for direct rooms".into(),
+                ));
+            }
+            c.name = room_name(&c.name).map_err(bad)?;
+            if let Some(d) = &c.description {
+                description(d).map_err(bad)?;
+            }
+        }
+        ClientFrame::Join(j) => {
+            if j.invite
+                .as_ref()
+                .is_some_and(|c| c.is_empty() || c.len() > MAX_INVITE_LEN)
+            {
+                return Err(bad(format!("invite: must be 1 to {MAX_INVITE_LEN} bytes")));
+            }
+        }
+        ClientFrame::Send(s) => {
+            let caption_only = !s.kind.is_text();
+            body("body", &s.body, max_body, caption_only).map_err(bad)?;
+            if let Some(l) = &s.local_id {
+                local_id(l).map_err(bad)?;
+            }
+            attachments(s.kind, &s.attachments, limits.max_attachment_bytes).map_err(bad)?;
+            if s.reply_to == Some(0) {
+                return Err(bad("reply_to: must be at least 1".into()));
+            }
+        }
+        ClientFrame::Edit(e) => body("body", &e.body, max_body, true).map_err(bad)?,
+        ClientFrame::React(r) => emoji(&r.emoji).map_err(bad)?,
+        ClientFrame::History(h) => {
+            let limit = h.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+            if limit == 0 || limit > MAX_HISTORY_LIMIT {
+                return Err(bad(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
+            }
+            h.limit = Some(limit);
+            if h.before == Some(0) {
+                return Err(bad("before: must be at least 1".into()));
+            }
+        }
+        ClientFrame::PublicRooms(p) => {
+            let limit = p.limit.unwrap_or(50);
+            if limit == 0 || limit > MAX_DIRECTORY_LIMIT {
+                return Err(bad(format!("limit: must be 1 to {MAX_DIRECTORY_LIMIT}")));
+            }
+            p.limit = Some(limit);
+            if let Some(prefix) = &p.prefix {
+                directory_prefix(prefix).map_err(bad)?;
+            }
+            if p.after
+                .as_ref()
+                .is_some_and(|a| a.len() > 512 || hex::decode(a).is_err())
+            {
+                return Err(bad("after: not a cursor from a previous page".into()));
+            }
+        }
+        ClientFrame::UpdateRoom(u) => {
+            if let Some(n) = &u.name {
+                u.name = Some(room_name(n).map_err(bad)?);
+            }
+            if let Some(d) = &u.description {
+                description(d).map_err(bad)?;
+            }
+            if u.name.is_none() && u.description.is_none() && u.private.is_none() {
+                return Err(bad(
+                    "nothing to change: give name, description or private".into()
+                ));
+            }
+        }
+        ClientFrame::Presence(p) => {
+            if p.status == Some(crate::proto::types::Status::Offline) {
+                return Err(bad(
+                    "status: set online or away (disconnect to go offline)".into()
+                ));
+            }
+            if p.users.len() > 1000 {
+                return Err(bad("users: at most 1000 per query".into()));
+            }
+            if p.status.is_none() && p.users.is_empty() {
+                return Err(bad("give status to set, or users to query".into()));
+            }
+        }
+        ClientFrame::StartDirect(d) => {
+            if &d.user == user {
+                return Err(bad("user: a direct room needs another user".into()));
+            }
+        }
+        ClientFrame::Favorite(f) => {
+            if f.room.is_some() == f.user.is_some() {
+                return Err(bad("give exactly one of room or user".into()));
+            }
+        }
+        ClientFrame::CreateInvite(c) => {
+            if c.max_uses == Some(0) || c.expires_in_s == Some(0) {
+                return Err(bad("max_uses and expires_in_s must be positive".into()));
+            }
+        }
+        ClientFrame::Delete(_)
+        | ClientFrame::Leave(_)
+        | ClientFrame::LeaveRoom(_)
+        | ClientFrame::DeleteRoom(_)
+        | ClientFrame::Read(_)
+        | ClientFrame::Receipts(_)
+        | ClientFrame::Typing(_)
+        | ClientFrame::Rooms(_)
+        | ClientFrame::Members(_)
+        | ClientFrame::Kick(_)
+        | ClientFrame::Ban(_)
+        | ClientFrame::Unban(_)
+        | ClientFrame::SetRole(_)
+        | ClientFrame::Transfer(_)
+        | ClientFrame::Invites(_)
+        | ClientFrame::RevokeInvite(_)
+        | ClientFrame::Favorites(_) => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -544,6 +577,7 @@ mod tests {
             "leaving frees a slot: {out:?}"
         );
     }
+
 
     fn p(v: serde_json::Value) -> Vec<u8> {
         rmp_serde::to_vec_named(&v).unwrap()

@@ -3,6 +3,7 @@
 //! QUIC and WebSocket.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod http;
 pub mod redis;
 
 use bytes::Bytes;

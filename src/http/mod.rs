@@ -1,9 +1,14 @@
-//! The HTTP listener: `GET /health`, and `GET /ws`, the WebSocket bridge
-//! ([`crate::transport::ws`]); the REST API mounts here. The same routes are
-//! served over TLS on the optional HTTPS listener ([`TlsListener`]).
+//! The HTTP listener: `GET /health`; `GET /ws`, the WebSocket bridge
+//! ([`crate::transport::ws`]); the REST API (`/v1`, `/api`, [`api`]) with its
+//! OpenAPI document (`/openapi.json`, `/docs`, [`openapi`]). The same routes
+//! are served over TLS on the optional HTTPS listener ([`TlsListener`]).
+
+pub mod api;
+pub mod error;
+pub mod openapi;
 
 use crate::server::Core;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::Listener;
@@ -19,8 +24,15 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+/// Every HTTP route but `/ws`. Each part merges in with one line.
 pub fn router(core: Arc<Core>) -> Router {
-    Router::new().route("/health", get(health)).with_state(core)
+    let body_limit = core.config.http_max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .merge(openapi::router().layer(DefaultBodyLimit::max(body_limit)))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::no_method)
+        .with_state(core)
 }
 
 async fn health(State(core): State<Arc<Core>>) -> (StatusCode, Json<serde_json::Value>) {
