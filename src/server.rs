@@ -375,8 +375,12 @@ impl Server {
         {
             tracing::error!("routers did not drain before the shutdown deadline");
         }
+        // Aborted, then awaited: an aborted task is dropped (with the store
+        // handles it holds) only when the runtime gets to it, and a restart on the
+        // same data dir must find the store closed.
         for s in shards {
             s.abort();
+            let _ = s.await;
         }
         // Connections have sent their last frames and closed; tell any QUIC
         // peer still there, and let the endpoint deliver the closes.

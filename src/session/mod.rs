@@ -578,7 +578,6 @@ mod tests {
         );
     }
 
-
     fn p(v: serde_json::Value) -> Vec<u8> {
         rmp_serde::to_vec_named(&v).unwrap()
     }
