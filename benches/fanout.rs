@@ -10,6 +10,11 @@
 //!
 //! Run: `cargo bench --bench fanout -- --noplot`. Throughput is in deliveries
 //! (one element = one frame pushed to one subscriber's outbox).
+//!
+//! Two groups, run in one sitting: `fanout/outbox_push` is the loop without
+//! metrics (as before `/metrics` existed), `fanout/outbox_push_metrics` adds
+//! what `Room::fan_out` now does per fan-out (`metrics::fanned_out`: two
+//! striped relaxed adds), so their ratio is the hot-path cost of metrics.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -52,8 +57,13 @@ fn drain(receivers: &mut [OutboxReceiver]) {
 }
 
 fn fanout(c: &mut Criterion) {
+    fanout_group(c, "fanout/outbox_push", false);
+    fanout_group(c, "fanout/outbox_push_metrics", true);
+}
+
+fn fanout_group(c: &mut Criterion, name: &str, metrics: bool) {
     let frames = encoded_msg();
-    let mut g = c.benchmark_group("fanout/outbox_push");
+    let mut g = c.benchmark_group(name);
     for &n in &[1usize, 100, 10_000] {
         let mut subscribers: IndexMap<SessionId, Outbox> = IndexMap::with_capacity(n);
         let mut receivers = Vec::with_capacity(n);
@@ -77,6 +87,12 @@ fn fanout(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..k {
                         // The body of Room::fan_out.
+                        if metrics {
+                            roomcast::metrics::fanned_out(
+                                black_box(subscribers.len()),
+                                frames.len(),
+                            );
+                        }
                         let mut dead: Vec<SessionId> = Vec::new();
                         for (session, outbox) in &subscribers {
                             if !outbox.push(black_box(&frames).clone()) {

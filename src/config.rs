@@ -27,6 +27,14 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// How `roomcast serve` writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// A token-bucket rate: `PER_SECOND:BURST`, e.g. `10:30`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -319,6 +327,16 @@ pub struct Config {
     /// Time allowed for a graceful shutdown (SIGTERM / Ctrl-C), in ms.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// At shutdown, keep serving this long (in ms) with `/ready` answering 503,
+    /// so load balancers stop routing new clients here before connections are
+    /// asked to leave. 0: ask them at once.
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+
+    /// Log format on stderr: `text` (human) or `json` (one object per line).
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl Config {

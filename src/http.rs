@@ -1,4 +1,5 @@
-//! The HTTP listener: `GET /health`, and `GET /ws`, the WebSocket bridge
+//! The HTTP listener: `GET /health`, the operations routes of
+//! [`crate::http_ops`] (`/metrics`, `/ready`), and `GET /ws`, the WebSocket bridge
 //! ([`crate::transport::ws`]); the REST API mounts here. The same routes are
 //! served over TLS on the optional HTTPS listener ([`TlsListener`]).
 
@@ -23,13 +24,11 @@ pub fn router(core: Arc<Core>) -> Router {
     Router::new().route("/health", get(health)).with_state(core)
 }
 
+/// Liveness: 200 while the process serves HTTP, shutting down or not
+/// (readiness, which turns 503 at shutdown, is `/ready` in [`crate::http_ops`]).
 async fn health(State(core): State<Arc<Core>>) -> (StatusCode, Json<serde_json::Value>) {
     let down = core.shutting_down.load(Ordering::Relaxed);
-    let status = if down {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let status = StatusCode::OK;
     (
         status,
         Json(json!({
@@ -52,7 +51,9 @@ pub async fn serve<L>(
     L: Listener,
     L::Addr: std::fmt::Debug,
 {
-    let app = router(core).merge(crate::transport::ws::router(bridge));
+    let app = router(core.clone())
+        .merge(crate::http_ops::router(core))
+        .merge(crate::transport::ws::router(bridge));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

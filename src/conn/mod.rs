@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod writer;
 
 use crate::ids::SessionId;
+use crate::metrics::{SessionGuard, Transport};
 use crate::proto::{FrameCodec, FrameError, ServerFrame, WireError};
 use crate::server::Core;
 use crate::session::{Output, Session, SessionLimits};
@@ -33,14 +34,26 @@ const READ_BUFFER: usize = 512;
 
 /// Serves one byte-stream connection (TCP, TLS, a QUIC stream) until it
 /// closes. `shutdown` asks it to leave with `shutting_down`.
-pub async fn serve<R, W>(core: Arc<Core>, reader: R, writer: W, shutdown: CancellationToken)
-where
+pub async fn serve<R, W>(
+    core: Arc<Core>,
+    reader: R,
+    writer: W,
+    shutdown: CancellationToken,
+    transport: Transport,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let frames =
         FramedRead::with_capacity(reader, FrameCodec::new(core.config.max_frame), READ_BUFFER);
-    serve_frames(core, frames, |rx| writer::run(writer, rx), shutdown).await;
+    serve_frames(
+        core,
+        frames,
+        |rx| writer::run(writer, rx, transport),
+        shutdown,
+        transport,
+    )
+    .await;
 }
 
 /// Serves one connection given as a stream of frame payloads and a writer
@@ -53,6 +66,7 @@ pub async fn serve_frames<S, F, Fut>(
     frames: S,
     write: F,
     shutdown: CancellationToken,
+    transport: Transport,
 ) where
     S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
     F: FnOnce(OutboxReceiver) -> Fut,
@@ -60,7 +74,7 @@ pub async fn serve_frames<S, F, Fut>(
 {
     let session_id = core.next_session_id();
     let (outbox, out_rx) = Outbox::new(session_id, core.config.outbox_bytes);
-    let reading = read_loop(&core, session_id, frames, &outbox, &shutdown);
+    let reading = read_loop(&core, session_id, frames, &outbox, &shutdown, transport);
     let writing = write(out_rx);
     tokio::join!(reading, writing);
 }
@@ -71,6 +85,7 @@ async fn read_loop<S>(
     mut frames: S,
     outbox: &Outbox,
     shutdown: &CancellationToken,
+    transport: Transport,
 ) where
     S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
 {
@@ -80,6 +95,7 @@ async fn read_loop<S>(
         Instant::now(),
     );
     let mut admitted = false;
+    let mut _session_metric = None;
     loop {
         let deadline = tokio::time::Instant::from_std(session.deadline());
         let out = tokio::select! {
@@ -117,6 +133,7 @@ async fn read_loop<S>(
                 match Box::pin(dispatch::admit(core, session_id, &user)).await {
                     Ok(()) => {
                         admitted = true;
+                        _session_metric = Some(SessionGuard::open(transport));
                         outbox.send(&session.welcome(id, user.clone()));
                         if sync {
                             Box::pin(dispatch::sync(core, &user, outbox)).await;

@@ -187,6 +187,7 @@ impl Room {
     /// Hands the same bytes to every subscriber (held back for those replaying);
     /// drops those whose outbox refused them (slow or closed). Never waits.
     pub fn fan_out(&mut self, frames: &Bytes, outbox_limit: usize) {
+        crate::metrics::fanned_out(self.subscribers.len(), frames.len());
         self.subscribers.retain(|_, sub| match &mut sub.held {
             None => sub.outbox.push(frames.clone()),
             Some(held) => {

@@ -181,6 +181,8 @@ impl Shard {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
         let mut stopping: Option<oneshot::Sender<()>> = None;
+        // This shard's rooms as last added to the process-wide gauge.
+        let mut rooms_reported = 0usize;
         loop {
             if stopping.is_some() && self.inflight.is_empty() && self.batch.is_empty() {
                 break;
@@ -214,6 +216,7 @@ impl Shard {
                 }
                 _ = tick.tick() => {
                     ticks += 1;
+                    rooms_reported = crate::metrics::rooms_loaded(rooms_reported, self.rooms.len());
                     self.tick();
                     self.cluster_tick();
                     self.submit();
@@ -223,6 +226,7 @@ impl Shard {
                 }
             }
         }
+        crate::metrics::rooms_loaded(rooms_reported, 0);
         if let Some(tx) = stopping {
             let _ = tx.send(());
         }
@@ -244,7 +248,9 @@ impl Shard {
         }
         let store = self.store.clone();
         self.inflight.push_back(Box::pin(async move {
+            let (mutations, start) = (batch.len(), Instant::now());
             let result = store.apply(batch).await;
+            crate::metrics::store_commit(mutations, start.elapsed(), result.is_ok());
             (done, rooms, result)
         }));
     }
@@ -770,6 +776,7 @@ impl Shard {
         }
         let ok = result.is_ok();
         let outbox_limit = self.cfg.outbox_bytes;
+        let (mut messages, mut events) = (0u64, 0u64);
         // Each room's new pushes of this batch, back to back.
         let mut chunks: Vec<(RoomId, BytesMut)> = Vec::new();
         // Multi-node: what to publish per room, and new messages for offline notices.
@@ -793,6 +800,7 @@ impl Shard {
                         continue;
                     };
                     if ok {
+                        events += 1;
                         match ack {
                             Ack::Sent {
                                 reply,
@@ -800,6 +808,7 @@ impl Shard {
                                 local_id,
                                 from,
                             } => {
+                                messages += 1;
                                 let waiters = match &local_id {
                                     Some(lid) => r.dedupe.commit(&from, lid),
                                     None => Vec::new(),
@@ -923,6 +932,7 @@ impl Shard {
             let room = room.clone();
             flush_chunk(&mut self.rooms, &mut chunks, &room, outbox_limit);
         }
+        crate::metrics::committed(messages, events);
         if let Some(c) = &self.cluster {
             for (room, events) in published {
                 c.publish_events(&room, events.freeze());

@@ -20,6 +20,7 @@
 
 use crate::conn::outbox::{OutItem, OutboxReceiver};
 use crate::conn::{self, writer::CLOSE_FLUSH};
+use crate::metrics::{ConnectionGuard, Transport, METRICS};
 use crate::proto::frame::split_frames;
 use crate::proto::{self, ErrorCode, FrameError, ServerFrame, WireError};
 use crate::server::Core;
@@ -158,6 +159,7 @@ async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: IncomingUpgrad
             return refuse_busy(socket, core.reconnect_hint_ms()).await;
         };
         core.connections.fetch_add(1, Ordering::Relaxed);
+        let _open = ConnectionGuard::open(Transport::Ws);
         serve(core.clone(), socket, shutdown).await;
         core.connections.fetch_sub(1, Ordering::Relaxed);
     });
@@ -217,6 +219,7 @@ async fn serve(core: Arc<Core>, socket: Socket, shutdown: CancellationToken) {
         frames,
         move |rx| write_loop(sink, rx, close, ping_every, stop),
         shutdown,
+        Transport::Ws,
     )
     .await;
 }
@@ -344,6 +347,7 @@ async fn write_loop(
             }
         }
         for payload in frames.into_iter().flat_map(split_frames) {
+            METRICS.bytes_out[Transport::Ws as usize].add(payload.len() as u64);
             let fed = if closing {
                 // Last frames: bounded in time, not interrupted by the kill token.
                 matches!(
@@ -385,6 +389,7 @@ async fn write_loop(
         }
     }
     let code = if rx.is_slow() {
+        crate::metrics::error_sent(ErrorCode::SlowConsumer);
         let frame = ServerFrame::closing(WireError::new(
             ErrorCode::SlowConsumer,
             "outbound queue overflowed; reconnect and resume from your last seq",

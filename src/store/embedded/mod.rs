@@ -306,4 +306,12 @@ impl MessageStore for EmbeddedStore {
         self.read(|t| t.db.persist(PersistMode::SyncAll).map_err(err))
             .await
     }
+
+    async fn ping(&self) -> StoreResult<()> {
+        if self.commits.is_closed() {
+            return Err(err("the commit thread has stopped"));
+        }
+        let probe = RoomId::new("ready-probe").map_err(StoreError::Embedded)?;
+        self.message(&probe, 0).await.map(|_| ())
+    }
 }
