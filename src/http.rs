@@ -4,10 +4,11 @@
 //! served over TLS on the optional HTTPS listener ([`TlsListener`]).
 
 use crate::server::Core;
+use axum::extract::connect_info::Connected;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::serve::Listener;
+use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -48,12 +49,14 @@ pub async fn serve<L>(
     bridge: crate::transport::ws::Bridge,
     shutdown: CancellationToken,
 ) where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
+    L: Listener<Addr = SocketAddr>,
+    for<'a> crate::http_ops::PeerAddr: Connected<IncomingStream<'a, L>>,
 {
     let app = router(core.clone())
         .merge(crate::http_ops::router(core))
         .merge(crate::transport::ws::router(bridge));
+    // The peer address: the accounts' per-address login limit.
+    let app = app.into_make_service_with_connect_info::<crate::http_ops::PeerAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -1,18 +1,39 @@
 //! Operations endpoints on the HTTP listener: `GET /metrics` (Prometheus
 //! text format, [`crate::metrics`]) and `GET /ready` (readiness: 200 while
 //! the store and, when configured, Redis answer; 503 once shutdown has
-//! begun). `GET /health` (liveness) lives in [`crate::http`].
+//! begun). `GET /health` (liveness) lives in [`crate::http`]. The built-in
+//! accounts' routes ([`crate::accounts::http`]) are merged here when enabled.
 
 use crate::server::Core;
+use axum::extract::connect_info::Connected;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The peer's address as connect info, for any listener addressed by
+/// `SocketAddr` (plain TCP or the HTTPS [`crate::http::TlsListener`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::http::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::http::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
 
 /// How long one readiness check may take before it counts as down.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,7 +42,8 @@ pub fn router(core: Arc<Core>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
-        .with_state(core)
+        .with_state(core.clone())
+        .merge(crate::accounts::http::router(core))
 }
 
 async fn metrics() -> Response {

@@ -21,6 +21,7 @@
 //! - The client SDK (connection, resume, offline queue) is its own crate,
 //!   `roomcast-client` in `client/`.
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod conn;

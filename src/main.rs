@@ -21,6 +21,19 @@ enum Cmd {
     Serve(Box<Config>),
     /// Mint a development JWT with the configured HS256 secret.
     Token(TokenArgs),
+    /// Import accounts with bcrypt hashes from an older system into the
+    /// built-in accounts (server stopped): one JSON object per line,
+    /// `{"user": "...", "bcrypt": "$2b$...", "display_name": "..."}`.
+    ImportAccounts(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The JSON-lines file (`-` for stdin).
+    file: PathBuf,
+    /// Data dir of the server (same as `serve`).
+    #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -56,6 +69,25 @@ fn run() -> anyhow::Result<()> {
         Cmd::Token(t) => {
             let auth = Authenticator::from_config(t.jwt_secret.as_deref(), None, &t.data_dir)?;
             println!("{}", auth.mint(&t.user, t.ttl.as_secs())?);
+            Ok(())
+        }
+        Cmd::ImportAccounts(a) => {
+            let input: Box<dyn std::io::BufRead> = if a.file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(&a.file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+                Box::new(std::io::BufReader::new(f))
+            };
+            let done = roomcast::accounts::import_jsonl(
+                &a.data_dir,
+                roomcast::config::FsyncPolicy::Always,
+                input,
+            )?;
+            println!(
+                "imported {} accounts ({} already existed, left as they were)",
+                done.added, done.existing
+            );
             Ok(())
         }
         Cmd::Serve(_) => {

@@ -3,6 +3,7 @@
 //! order: stop accepting, tell clients to reconnect, wait for connections,
 //! drain the routers' writes, sync the store.
 
+use crate::accounts::{store::AccountStore, Accounts};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::presence::{MemoryPresence, Presence, UserPresence};
@@ -40,6 +41,8 @@ pub struct Core {
     pub bus: Option<Arc<RedisBus>>,
     /// Multi-node: a Redis connection for readiness probes (`GET /ready`).
     pub redis: Option<crate::redis::Conn>,
+    /// Built-in accounts (`--accounts true`), in the embedded store.
+    pub accounts: Option<Arc<crate::accounts::Accounts>>,
     pub connections: AtomicUsize,
     /// The connection cap (`max_connections`), shared by every transport.
     pub permits: Arc<Semaphore>,
@@ -84,13 +87,20 @@ impl Server {
             &config.data_dir,
         )?;
         let store_dir = config.data_dir.join("store");
-        let store: Arc<dyn MessageStore> =
-            Arc::new(EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
-                anyhow::anyhow!(
-                    "opening the store in {}: {e} (is another roomcast using this data dir?)",
-                    store_dir.display()
-                )
-            })?);
+        let embedded = EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
+            anyhow::anyhow!(
+                "opening the store in {}: {e} (is another roomcast using this data dir?)",
+                store_dir.display()
+            )
+        })?;
+        let accounts = match config.accounts {
+            true => {
+                let store = AccountStore::open(embedded.database(), config.fsync)?;
+                Some(Arc::new(Accounts::new(store, auth.clone(), &config)?))
+            }
+            false => None,
+        };
+        let store: Arc<dyn MessageStore> = Arc::new(embedded);
         let tcp = TcpListener::bind(config.tcp)
             .await
             .map_err(|e| anyhow::anyhow!("binding TCP {}: {e}", config.tcp))?;
@@ -236,6 +246,7 @@ impl Server {
             limiter,
             bus,
             redis,
+            accounts,
             presence,
             connections: AtomicUsize::new(0),
             permits: Arc::new(Semaphore::new(config.max_connections)),
