@@ -17,7 +17,9 @@
 //!   `Bytes` chunk.
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
-//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`.
+//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
+//!   [`http_ops`]: `/metrics` ([`metrics`]) and `/ready`; [`accounts`]: the
+//!   optional built-in accounts.
 //! - The client SDK (connection, resume, offline queue) is its own crate,
 //!   `roomcast-client` in `client/`.
 
