@@ -536,6 +536,22 @@ async fn bcrypt_hashes_import_verify_once_and_are_rehashed() {
     assert_eq!(status, StatusCode::OK, "{t}");
     let (_, me) = http.me(&s(&t, "access_token")).await;
     assert_eq!(me["display_name"], "Old User");
+    let metrics = http
+        .client
+        .get(format!("{}/metrics", http.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let upgraded: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"roomcast_accounts_total{event="bcrypt_upgraded"} "#))
+        .expect("the accounts counter")
+        .parse()
+        .unwrap();
+    assert!(upgraded >= 1.0, "{metrics}");
     server.stop().await;
 
     let upgraded = stored_hash(&dir, "olduser");
