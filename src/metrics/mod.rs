@@ -238,11 +238,13 @@ impl Drop for SessionGuard {
     }
 }
 
-/// One stream-event chunk pushed to `subscribers` outboxes (the room shard's fan-out).
-#[inline]
-pub fn fanned_out(subscribers: usize, bytes: usize) {
-    METRICS.deliveries.add(subscribers as u64);
-    METRICS.fanout_bytes.add((subscribers * bytes) as u64);
+/// Fan-out pushes to subscribers' outboxes and their bytes, as a room shard
+/// reports them (rooms count with plain adds; the shard reports per tick).
+pub fn fanned_out(pushes: u64, bytes: u64) {
+    if pushes > 0 {
+        METRICS.deliveries.add(pushes);
+        METRICS.fanout_bytes.add(bytes);
+    }
 }
 
 /// A store batch of `mutations` finished after `took`.

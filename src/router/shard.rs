@@ -216,6 +216,7 @@ impl Shard {
                 }
                 _ = tick.tick() => {
                     ticks += 1;
+                    self.report_fanout();
                     rooms_reported = crate::metrics::rooms_loaded(rooms_reported, self.rooms.len());
                     self.tick();
                     self.cluster_tick();
@@ -226,6 +227,7 @@ impl Shard {
                 }
             }
         }
+        self.report_fanout();
         crate::metrics::rooms_loaded(rooms_reported, 0);
         if let Some(tx) = stopping {
             let _ = tx.send(());
@@ -964,7 +966,22 @@ impl Shard {
         }
     }
 
+    /// Moves the rooms' fan-out counts to `/metrics` (on the tick, before
+    /// unloading, at exit).
+    fn report_fanout(&mut self) {
+        let (mut pushes, mut bytes) = (0, 0);
+        for slot in self.rooms.values_mut() {
+            if let Slot::Active(r) = slot {
+                let (p, b) = std::mem::take(&mut r.fanned);
+                pushes += p;
+                bytes += b;
+            }
+        }
+        crate::metrics::fanned_out(pushes, bytes);
+    }
+
     fn unload_idle(&mut self) {
+        self.report_fanout();
         let now = Instant::now();
         let idle = self.cfg.idle_unload;
         self.rooms.retain(|_, slot| match slot {
