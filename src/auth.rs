@@ -130,6 +130,11 @@ impl Authenticator {
         UserId::new(&data.claims.sub).map_err(AuthError::Subject)
     }
 
+    /// Whether this authenticator can mint tokens (HS256 secret, not a public key).
+    pub fn can_mint(&self) -> bool {
+        self.signing.is_some()
+    }
+
     /// Mints a token for `user` valid for `ttl_secs` (HS256 only).
     pub fn mint(&self, user: &str, ttl_secs: u64) -> anyhow::Result<String> {
         let key = self

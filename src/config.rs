@@ -56,6 +56,14 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// How `roomcast serve` writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// A token-bucket rate: `PER_SECOND:BURST`, e.g. `10:30`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -511,6 +519,42 @@ pub struct Config {
     /// Time allowed for a graceful shutdown (SIGTERM / Ctrl-C), in ms.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// At shutdown, keep serving this long (in ms) with `/ready` answering 503,
+    /// so load balancers stop routing new clients here before connections are
+    /// asked to leave. 0: ask them at once.
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+
+    /// Built-in accounts: register, log in, refresh, profile under `/v1/auth`
+    /// and `/v1/me` (docs/OPERATIONS.md). Off: tokens come from your identity
+    /// provider, and none of those routes exist.
+    #[arg(long, env = "ROOMCAST_ACCOUNTS", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub accounts: bool,
+
+    /// Built-in accounts: lifetime of issued access tokens (JWTs), in seconds.
+    #[arg(long, env = "ROOMCAST_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+
+    /// Built-in accounts: lifetime of refresh tokens, in seconds (each use
+    /// replaces the token with a new one of full lifetime).
+    #[arg(long, env = "ROOMCAST_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+
+    /// Built-in accounts: login attempts per account and per address,
+    /// PER_SECOND:BURST (also registrations per address).
+    #[arg(long, env = "ROOMCAST_LIMIT_LOGIN", default_value = crate::accounts::DEFAULT_LIMIT_LOGIN)]
+    pub limit_login: RateSpec,
+
+    /// Built-in accounts: password hashes computed at once (each takes ~19 MiB
+    /// and ~20 ms of a core); more wait for a turn.
+    #[arg(long, env = "ROOMCAST_ACCOUNTS_HASH_CONCURRENCY", default_value_t = 2)]
+    pub accounts_hash_concurrency: usize,
+
+    /// Log format on stderr: `text` (human) or `json` (one object per line).
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -646,6 +690,14 @@ impl Config {
         anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key must be given together"
+        );
+        anyhow::ensure!(
+            self.access_token_ttl_secs > 0 && self.refresh_token_ttl_secs > 0,
+            "access_token_ttl_secs and refresh_token_ttl_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.accounts_hash_concurrency > 0,
+            "accounts_hash_concurrency must be positive"
         );
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! order: stop accepting, tell clients to reconnect, wait for connections,
 //! drain the routers' writes, sync the store.
 
+use crate::accounts::{store::AccountStore, Accounts};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::conn::caps::Caps;
@@ -39,6 +40,10 @@ pub struct Core {
     pub presence: Arc<dyn Presence>,
     /// Multi-node: the Redis bus (presence changes go to other nodes through it).
     pub bus: Option<Arc<RedisBus>>,
+    /// Multi-node: a Redis connection for readiness probes (`GET /ready`).
+    pub redis: Option<crate::redis::Conn>,
+    /// Built-in accounts (`--accounts true`), in the embedded store.
+    pub accounts: Option<Arc<crate::accounts::Accounts>>,
     pub connections: AtomicUsize,
     /// The connection cap (`max_connections`), shared by every transport.
     pub permits: Arc<Semaphore>,
@@ -87,13 +92,20 @@ impl Server {
             &config.data_dir,
         )?;
         let store_dir = config.data_dir.join("store");
-        let store: Arc<dyn MessageStore> =
-            Arc::new(EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
-                anyhow::anyhow!(
-                    "opening the store in {}: {e} (is another roomcast using this data dir?)",
-                    store_dir.display()
-                )
-            })?);
+        let embedded = EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
+            anyhow::anyhow!(
+                "opening the store in {}: {e} (is another roomcast using this data dir?)",
+                store_dir.display()
+            )
+        })?;
+        let accounts = match config.accounts {
+            true => {
+                let store = AccountStore::open(embedded.database(), config.fsync)?;
+                Some(Arc::new(Accounts::new(store, auth.clone(), &config)?))
+            }
+            false => None,
+        };
+        let store: Arc<dyn MessageStore> = Arc::new(embedded);
         let tcp = TcpListener::bind(config.tcp)
             .await
             .map_err(|e| anyhow::anyhow!("binding TCP {}: {e}", config.tcp))?;
@@ -155,9 +167,10 @@ impl Server {
         };
         let background = CancellationToken::new();
         let limits = Limits::from_config(&config);
-        let (presence, mut limiter, bus, inbound, presence_changes): (
+        let (presence, mut limiter, bus, inbound, presence_changes, redis): (
             Arc<dyn Presence>,
             Arc<dyn RateLimiter>,
+            _,
             _,
             _,
             _,
@@ -165,6 +178,7 @@ impl Server {
             None => (
                 Arc::new(MemoryPresence::new()),
                 Arc::new(MemoryRateLimiter::new(limits)),
+                None,
                 None,
                 None,
                 None,
@@ -205,9 +219,19 @@ impl Server {
                 let bus = RedisBus::start(&target, node, Some(offline), in_tx, background.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("Redis pub/sub at {url}: {e}"))?;
-                let limiter: Arc<dyn RateLimiter> =
-                    Arc::new(RedisRateLimiter::new(conn, limits, config.redis_failure));
-                (presence, limiter, Some(bus), Some(in_rx), Some(changes_rx))
+                let limiter: Arc<dyn RateLimiter> = Arc::new(RedisRateLimiter::new(
+                    conn.clone(),
+                    limits,
+                    config.redis_failure,
+                ));
+                (
+                    presence,
+                    limiter,
+                    Some(bus),
+                    Some(in_rx),
+                    Some(changes_rx),
+                    Some(conn),
+                )
             }
         };
         if config.rate_limit_dry_run {
@@ -227,6 +251,8 @@ impl Server {
             store,
             limiter,
             bus,
+            redis,
+            accounts,
             presence,
             connections: AtomicUsize::new(0),
             permits: Arc::new(Semaphore::new(config.max_connections)),
@@ -308,7 +334,10 @@ impl Server {
             ..
         } = self;
         let tracker = TaskTracker::new();
-        let conns = shutdown.child_token();
+        // Connections are told to leave after the drain delay, and the HTTP
+        // listeners (`/ready` answering 503, `/health`, `/metrics`) stop last.
+        let conns = CancellationToken::new();
+        let http_stop = CancellationToken::new();
         let mut accept_tasks = vec![tokio::spawn(transport::tcp::accept_loop(
             core.clone(),
             tcp,
@@ -338,22 +367,32 @@ impl Server {
                     listener,
                     acceptor,
                     core.config.hello_timeout(),
-                    shutdown.clone(),
+                    http_stop.clone(),
                 )?;
                 Some(tokio::spawn(http::serve(
                     core.clone(),
                     listener,
                     bridge.clone(),
-                    shutdown.clone(),
+                    http_stop.clone(),
                 )))
             }
             None => None,
         };
-        let http_task = tokio::spawn(http::serve(core.clone(), http, bridge, shutdown.clone()));
+        let http_task = tokio::spawn(http::serve(core.clone(), http, bridge, http_stop.clone()));
 
         shutdown.cancelled().await;
-        tracing::info!("shutting down: no new connections, asking clients to reconnect");
+        // Readiness flips first, so load balancers stop sending new clients.
         core.shutting_down.store(true, Ordering::SeqCst);
+        let drain = Duration::from_millis(core.config.shutdown_drain_ms);
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_ms = drain.as_millis() as u64,
+                "shutting down: /ready answers 503; serving on during the drain delay"
+            );
+            tokio::time::sleep(drain).await;
+        }
+        tracing::info!("shutting down: no new connections, asking clients to reconnect");
+        conns.cancel();
         for t in accept_tasks {
             let _ = t.await;
         }
@@ -392,6 +431,7 @@ impl Server {
         if let Err(e) = core.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        http_stop.cancel();
         let _ = http_task.await;
         if let Some(t) = https_task {
             let _ = t.await;

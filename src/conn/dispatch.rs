@@ -16,6 +16,7 @@ use crate::store::{Mutation, RoomMeta, RoomOverview};
 use std::sync::Arc;
 
 fn limited(action: Action, retry: std::time::Duration) -> WireError {
+    crate::metrics::rate_limited(action);
     // Rounded up: a client that waits exactly the hint must not be refused again.
     let ms = (retry.as_micros().div_ceil(1000) as u64).max(1);
     WireError::new(

@@ -17,6 +17,7 @@ pub mod quotas;
 pub mod writer;
 
 use crate::ids::SessionId;
+use crate::metrics::{SessionGuard, Transport};
 use crate::proto::{ErrorCode, FrameCodec, FrameError, ServerFrame, WireError};
 use crate::server::Core;
 use crate::session::{Output, Session, SessionLimits};
@@ -49,13 +50,22 @@ pub async fn serve<R, W>(
     reader: R,
     writer: W,
     shutdown: CancellationToken,
+    transport: Transport,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let frames =
         FramedRead::with_capacity(reader, FrameCodec::new(core.config.max_frame), READ_BUFFER);
-    serve_frames(core, peer, frames, |rx| writer::run(writer, rx), shutdown).await;
+    serve_frames(
+        core,
+        peer,
+        frames,
+        |rx| writer::run(writer, rx, transport),
+        shutdown,
+        transport,
+    )
+    .await;
 }
 
 /// Serves one connection given as a stream of frame payloads and a writer
@@ -69,6 +79,7 @@ pub async fn serve_frames<S, F, Fut>(
     frames: S,
     write: F,
     shutdown: CancellationToken,
+    transport: Transport,
 ) where
     S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
     F: FnOnce(OutboxReceiver) -> Fut,
@@ -77,7 +88,15 @@ pub async fn serve_frames<S, F, Fut>(
     let session_id = core.next_session_id();
     let (outbox, out_rx) = Outbox::new(session_id, core.config.outbox_bytes);
     let mut frames = frames;
-    let reading = read_loop(&core, session_id, peer, &mut frames, &outbox, &shutdown);
+    let reading = read_loop(
+        &core,
+        session_id,
+        peer,
+        &mut frames,
+        &outbox,
+        &shutdown,
+        transport,
+    );
     let writing = write(out_rx);
     tokio::join!(reading, writing);
     // The writer has flushed and shut the write side down (FIN): read and
@@ -98,6 +117,7 @@ async fn read_loop<S>(
     mut frames: S,
     outbox: &Outbox,
     shutdown: &CancellationToken,
+    transport: Transport,
 ) where
     S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
 {
@@ -124,6 +144,7 @@ async fn read_loop<S>(
     let mut _user_slot = None;
     let mut admitted = false;
     let max_in_flight = core.config.max_in_flight;
+    let mut _session_metric = None;
     loop {
         let deadline = tokio::time::Instant::from_std(session.deadline());
         // Flow control: while replies are owed or unread, the client is not read.
@@ -176,6 +197,7 @@ async fn read_loop<S>(
                 match Box::pin(dispatch::admit(core, session_id, &user)).await {
                     Ok(()) => {
                         admitted = true;
+                        _session_metric = Some(SessionGuard::open(transport));
                         outbox.send(&session.welcome(id, user.clone()));
                         if sync {
                             Box::pin(dispatch::sync(core, &user, outbox)).await;

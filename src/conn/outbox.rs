@@ -163,7 +163,9 @@ impl Outbox {
         let before = inner.queued.fetch_add(n, Ordering::AcqRel);
         if before > inner.limit {
             inner.queued.fetch_sub(n, Ordering::AcqRel);
-            inner.slow.store(true, Ordering::Release);
+            if !inner.slow.swap(true, Ordering::AcqRel) {
+                crate::metrics::slow_consumer();
+            }
             inner.die();
             return false;
         }
@@ -174,9 +176,11 @@ impl Outbox {
     /// its bound; a connection that is behind simply misses them.
     pub fn push_droppable(&self, frames: Bytes) -> bool {
         let inner = &*self.inner;
-        if inner.dead.load(Ordering::Acquire)
-            || inner.queued.load(Ordering::Acquire) > inner.limit / 2
-        {
+        if inner.dead.load(Ordering::Acquire) {
+            return false;
+        }
+        if inner.queued.load(Ordering::Acquire) > inner.limit / 2 {
+            crate::metrics::METRICS.ephemeral_drops.add(1);
             return false;
         }
         inner.queued.fetch_add(frames.len(), Ordering::AcqRel);
@@ -185,7 +189,9 @@ impl Outbox {
 
     /// Marks the connection slow and kills it (it closes with `slow_consumer`).
     pub fn kill_slow(&self) {
-        self.inner.slow.store(true, Ordering::Release);
+        if !self.inner.slow.swap(true, Ordering::AcqRel) {
+            crate::metrics::slow_consumer();
+        }
         self.inner.die();
     }
 
@@ -196,12 +202,18 @@ impl Outbox {
 
     /// Encodes and queues one frame.
     pub fn send(&self, frame: &ServerFrame) -> bool {
+        if let ServerFrame::Error(e) = frame {
+            crate::metrics::error_sent(e.code);
+        }
         self.push(proto::encode(frame))
     }
 
     /// Queues a last frame (bypassing the byte bound) and asks the writer to
     /// close after flushing.
     pub fn close_with(&self, frame: &ServerFrame) {
+        if let ServerFrame::Error(e) = frame {
+            crate::metrics::error_sent(e.code);
+        }
         let _ = self.inner.enqueue(OutItem::Frames(proto::encode(frame)));
         let _ = self.inner.enqueue(OutItem::Close);
     }

@@ -1,6 +1,7 @@
 //! The HTTP listener: `GET /health`; `GET /ws`, the WebSocket bridge
 //! ([`crate::transport::ws`]); the REST API (`/v1`, `/api`, [`api`]) with its
-//! OpenAPI document (`/openapi.json`, `/docs`, [`openapi`]). The same routes
+//! OpenAPI document (`/openapi.json`, `/docs`, [`openapi`]); the operations
+//! routes of [`crate::http_ops`] (`/metrics`, `/ready`, the accounts). The same routes
 //! are served over TLS on the optional HTTPS listener ([`TlsListener`]).
 
 pub mod api;
@@ -35,13 +36,11 @@ pub fn router(core: Arc<Core>) -> Router {
         .with_state(core)
 }
 
+/// Liveness: 200 while the process serves HTTP, shutting down or not
+/// (readiness, which turns 503 at shutdown, is `/ready` in [`crate::http_ops`]).
 async fn health(State(core): State<Arc<Core>>) -> (StatusCode, Json<serde_json::Value>) {
     let down = core.shutting_down.load(Ordering::Relaxed);
-    let status = if down {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let status = StatusCode::OK;
     (
         status,
         Json(json!({
@@ -65,7 +64,8 @@ pub async fn serve<L>(
 {
     let limits = crate::transport::http::HttpLimits::from_config(&core.config);
     let app = crate::webchat::router(core.config.web_chat)
-        .merge(router(core))
+        .merge(router(core.clone()))
+        .merge(crate::http_ops::router(core))
         .merge(crate::transport::ws::router(bridge));
     crate::transport::http::serve(listener, app, limits, shutdown).await;
 }

@@ -186,6 +186,8 @@ impl Shard {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
         let mut stopping: Option<oneshot::Sender<()>> = None;
+        // This shard's rooms as last added to the process-wide gauge.
+        let mut rooms_reported = 0usize;
         loop {
             if stopping.is_some() && self.inflight.is_empty() && self.batch.is_empty() {
                 break;
@@ -221,6 +223,8 @@ impl Shard {
                 }
                 _ = tick.tick() => {
                     ticks += 1;
+                    self.report_fanout();
+                    rooms_reported = crate::metrics::rooms_loaded(rooms_reported, self.rooms.len());
                     self.tick();
                     self.cluster_tick();
                     self.submit();
@@ -230,6 +234,8 @@ impl Shard {
                 }
             }
         }
+        self.report_fanout();
+        crate::metrics::rooms_loaded(rooms_reported, 0);
         if let Some(tx) = stopping {
             let _ = tx.send(());
         }
@@ -295,7 +301,9 @@ impl Shard {
         }
         let store = self.store.clone();
         self.inflight.push_back(Box::pin(async move {
+            let (mutations, start) = (batch.len(), Instant::now());
             let result = store.apply(batch).await;
+            crate::metrics::store_commit(mutations, start.elapsed(), result.is_ok());
             (done, rooms, result)
         }));
     }
@@ -816,6 +824,7 @@ impl Shard {
         }
         let ok = result.is_ok();
         let outbox_limit = self.cfg.outbox_bytes;
+        let (mut messages, mut events) = (0u64, 0u64);
         // Each room's new pushes of this batch, back to back.
         let mut chunks: Vec<(RoomId, BytesMut)> = Vec::new();
         // Multi-node: what to publish per room, and new messages for offline notices.
@@ -839,6 +848,7 @@ impl Shard {
                         continue;
                     };
                     if ok {
+                        events += 1;
                         match ack {
                             Ack::Sent {
                                 reply,
@@ -846,6 +856,7 @@ impl Shard {
                                 local_id,
                                 from,
                             } => {
+                                messages += 1;
                                 let waiters = match &local_id {
                                     Some(lid) => r.dedupe.commit(&from, lid),
                                     None => Vec::new(),
@@ -969,6 +980,7 @@ impl Shard {
             let room = room.clone();
             flush_chunk(&mut self.rooms, &mut chunks, &room, outbox_limit);
         }
+        crate::metrics::committed(messages, events);
         if let Some(c) = &self.cluster {
             for (room, events) in published {
                 c.publish_events(&room, events.freeze());
@@ -1000,7 +1012,22 @@ impl Shard {
         }
     }
 
+    /// Moves the rooms' fan-out counts to `/metrics` (on the tick, before
+    /// unloading, at exit).
+    fn report_fanout(&mut self) {
+        let (mut pushes, mut bytes) = (0, 0);
+        for slot in self.rooms.values_mut() {
+            if let Slot::Active(r) = slot {
+                let (p, b) = std::mem::take(&mut r.fanned);
+                pushes += p;
+                bytes += b;
+            }
+        }
+        crate::metrics::fanned_out(pushes, bytes);
+    }
+
     fn unload_idle(&mut self) {
+        self.report_fanout();
         let now = Instant::now();
         let idle = self.cfg.idle_unload;
         self.rooms.retain(|_, slot| match slot {

@@ -198,4 +198,11 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Makes everything applied so far durable (fsync), for shutdown.
     async fn flush(&self) -> StoreResult<()>;
+
+    /// Readiness probe (`GET /ready`): a real read through the store. Stores
+    /// with a background writer also check that it is running.
+    async fn ping(&self) -> StoreResult<()> {
+        let probe = RoomId::new("ready-probe").map_err(StoreError::Embedded)?;
+        self.message(&probe, 0).await.map(|_| ())
+    }
 }

@@ -21,6 +21,7 @@
 use crate::config::RateSpec;
 use crate::conn::outbox::{OutItem, OutboxReceiver};
 use crate::conn::{self, writer::CLOSE_FLUSH};
+use crate::metrics::{ConnectionGuard, Transport, METRICS};
 use crate::proto::frame::split_frames;
 use crate::proto::{self, ErrorCode, FrameError, ServerFrame, WireError};
 use crate::ratelimit::{Decision, Gcra};
@@ -172,6 +173,7 @@ async fn upgrade(
             return refuse_busy(socket, core.reconnect_hint_ms()).await;
         };
         core.connections.fetch_add(1, Ordering::Relaxed);
+        let _open = ConnectionGuard::open(Transport::Ws);
         serve(core.clone(), peer.ip(), socket, shutdown).await;
         core.connections.fetch_sub(1, Ordering::Relaxed);
     });
@@ -233,6 +235,7 @@ async fn serve(core: Arc<Core>, peer: IpAddr, socket: Socket, shutdown: Cancella
         frames,
         move |rx| write_loop(sink, rx, close, ping_every, stop),
         shutdown,
+        Transport::Ws,
     )
     .await;
 }
@@ -424,6 +427,7 @@ async fn write_loop(
             }
         }
         for payload in frames.into_iter().flat_map(split_frames) {
+            METRICS.bytes_out[Transport::Ws as usize].add(payload.len() as u64);
             let fed = if closing {
                 // Last frames: bounded in time, not interrupted by the kill token.
                 matches!(
@@ -465,6 +469,7 @@ async fn write_loop(
         }
     }
     let code = if rx.is_slow() {
+        crate::metrics::error_sent(ErrorCode::SlowConsumer);
         let frame = ServerFrame::closing(WireError::new(
             ErrorCode::SlowConsumer,
             "outbound queue overflowed; reconnect and resume from your last seq",

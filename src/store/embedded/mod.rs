@@ -53,6 +53,17 @@ pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedStore {
+    /// The fjall database, for modules keeping a keyspace of their own in the
+    /// same store (built-in accounts, `crate::accounts::store`).
+    pub fn database(&self) -> Database {
+        self.tables.db.clone()
+    }
+
+    /// Syncs everything written so far, from a blocking context.
+    pub fn flush_blocking(&self) -> StoreResult<()> {
+        self.tables.db.persist(PersistMode::SyncAll).map_err(err)
+    }
+
     /// Opens (or creates) the store in `dir`. Only one process may open a dir.
     pub fn open(dir: &Path, fsync: FsyncPolicy) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -311,6 +322,14 @@ impl MessageStore for EmbeddedStore {
     async fn flush(&self) -> StoreResult<()> {
         self.read(|t| t.db.persist(PersistMode::SyncAll).map_err(err))
             .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        if self.commits.is_closed() {
+            return Err(err("the commit thread has stopped"));
+        }
+        let probe = RoomId::new("ready-probe").map_err(StoreError::Embedded)?;
+        self.message(&probe, 0).await.map(|_| ())
     }
 }
 
