@@ -134,7 +134,15 @@ async fn serve(
             core.connections.fetch_add(1, Ordering::Relaxed);
             let _open = ConnectionGuard::open(Transport::Quic);
             tracing::debug!(%peer, "quic connection");
-            conn::serve(core.clone(), peer.ip(), recv, &mut send, shutdown, Transport::Quic).await;
+            conn::serve(
+                core.clone(),
+                peer.ip(),
+                recv,
+                &mut send,
+                shutdown,
+                Transport::Quic,
+            )
+            .await;
             core.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }
