@@ -211,6 +211,10 @@ impl Session {
 
     /// A frame header declared `len` bytes, above `max_frame`.
     pub fn handle_oversize(&mut self, len: usize) -> Output {
+        // Like every input after the close: nothing more (fuzz/session_ops).
+        if self.is_closed() {
+            return Output::None;
+        }
         self.close(WireError::new(
             ErrorCode::FrameTooLarge,
             format!(

@@ -40,11 +40,15 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yawc::close::CloseCode;
 use yawc::frame::{Frame, OpCode};
-use yawc::{CompressionLevel, DeflatePool, HttpStream, IncomingUpgrade, Options, WebSocketError};
+use yawc::{
+    CompressionLevel, DeflatePool, HttpStream, IncomingUpgrade, Options, Role, WebSocket,
+    WebSocketError,
+};
 
 /// Items taken from the outbox per wake-up.
 const BATCH: usize = 256;
@@ -182,9 +186,11 @@ async fn upgrade(
 
 /// yawc's socket with its errors kept: its own `Stream` ends on any error,
 /// and the bridge needs to tell an oversize message from a dropped peer.
-struct Socket(yawc::WebSocket<HttpStream>);
+/// Generic over the byte stream only so that the fuzz target can drive the
+/// inbound half over memory ([`inbound`]); the server uses `HttpStream`.
+struct Socket<S = HttpStream>(WebSocket<S>);
 
-impl Stream for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
     type Item = Result<Frame, WebSocketError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -196,7 +202,7 @@ impl Stream for Socket {
     }
 }
 
-impl Sink<Frame> for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Socket<S> {
     type Error = WebSocketError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -220,13 +226,7 @@ async fn serve(core: Arc<Core>, peer: IpAddr, socket: Socket, shutdown: Cancella
     let (sink, stream) = socket.split();
     // The close code the writer sends, chosen by what the reader saw.
     let close = Arc::new(AtomicU16::new(close_code::NORMAL));
-    let frames = Payloads {
-        inner: stream,
-        close: close.clone(),
-        max: core.config.max_frame,
-        done: false,
-        control: ControlBudget::new(),
-    };
+    let frames = Payloads::new(stream, close.clone(), core.config.max_frame);
     let ping_every = core.config.heartbeat();
     let stop = shutdown.clone();
     conn::serve_frames(
@@ -289,15 +289,48 @@ impl ControlBudget {
 }
 
 /// Binary messages in, frame payloads out; see the module docs for the rest.
-struct Payloads {
-    inner: SplitStream<Socket>,
+pub struct Payloads<S = HttpStream> {
+    inner: SplitStream<Socket<S>>,
     close: Arc<AtomicU16>,
     max: usize,
     done: bool,
     control: ControlBudget,
 }
 
-impl Payloads {
+/// The bridge's inbound half over a byte stream that already carries
+/// WebSocket frames (what `/ws` reads after the HTTP upgrade), with the
+/// options `/ws` uses for `config` and, if `extensions` names
+/// permessage-deflate, compression as negotiated. Yields exactly the payloads
+/// and errors [`conn::serve_frames`] would get; [`Payloads::close_code`] is
+/// the close code the writer would then send. The server builds the same
+/// thing in its upgrade handler; this exists for `fuzz/` (`ws_frames`).
+pub fn inbound<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    config: &crate::config::Config,
+    extensions: Option<&str>,
+) -> Result<Payloads<S>, WebSocketError> {
+    let ws = WebSocket::from_stream_with_extensions(io, Role::Server, extensions, options(config))?;
+    let (_sink, stream) = Socket(ws).split();
+    let close = Arc::new(AtomicU16::new(close_code::NORMAL));
+    Ok(Payloads::new(stream, close, config.max_frame))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Payloads<S> {
+    fn new(inner: SplitStream<Socket<S>>, close: Arc<AtomicU16>, max: usize) -> Self {
+        Payloads {
+            inner,
+            close,
+            max,
+            done: false,
+            control: ControlBudget::new(),
+        }
+    }
+
+    /// The close code chosen by what was read so far (1000 until an error).
+    pub fn close_code(&self) -> u16 {
+        self.close.load(Ordering::Relaxed)
+    }
+
     fn fail(&mut self, code: u16, e: FrameError) -> Poll<Option<Result<Bytes, FrameError>>> {
         self.done = true;
         self.close.store(code, Ordering::Relaxed);
@@ -305,7 +338,7 @@ impl Payloads {
     }
 }
 
-impl Stream for Payloads {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Payloads<S> {
     type Item = Result<Bytes, FrameError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
