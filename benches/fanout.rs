@@ -10,6 +10,12 @@
 //!
 //! Run: `cargo bench --bench fanout -- --noplot`. Throughput is in deliveries
 //! (one element = one frame pushed to one subscriber's outbox).
+//!
+//! Two groups, run in one sitting: `fanout/outbox_push` is the loop without
+//! metrics (as before `/metrics` existed), `fanout/outbox_push_metrics` adds
+//! what `Room::fan_out` now does per fan-out for `/metrics` (two plain adds
+//! to the room's counters; the shard moves them to the atomics once per
+//! tick), so their ratio is the hot-path cost of metrics.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -52,8 +58,13 @@ fn drain(receivers: &mut [OutboxReceiver]) {
 }
 
 fn fanout(c: &mut Criterion) {
+    fanout_group(c, "fanout/outbox_push", false);
+    fanout_group(c, "fanout/outbox_push_metrics", true);
+}
+
+fn fanout_group(c: &mut Criterion, name: &str, metrics: bool) {
     let frames = encoded_msg();
-    let mut g = c.benchmark_group("fanout/outbox_push");
+    let mut g = c.benchmark_group(name);
     for &n in &[1usize, 100, 10_000] {
         let mut subscribers: IndexMap<SessionId, Outbox> = IndexMap::with_capacity(n);
         let mut receivers = Vec::with_capacity(n);
@@ -67,6 +78,8 @@ fn fanout(c: &mut Criterion) {
         // N x rounds queued items stay a few hundred thousand.
         let rounds_per_drain = (65_536 / n).max(16).min((2 << 20) / frames.len()) as u64;
         let mut refused = 0usize;
+        // Room::fanned: pushes and bytes since the last report.
+        let mut fanned = (0u64, 0u64);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_custom(|iters| {
@@ -77,6 +90,11 @@ fn fanout(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..k {
                         // The body of Room::fan_out.
+                        if metrics {
+                            let n = black_box(subscribers.len()) as u64;
+                            fanned.0 += n;
+                            fanned.1 += n * frames.len() as u64;
+                        }
                         let mut dead: Vec<SessionId> = Vec::new();
                         for (session, outbox) in &subscribers {
                             if !outbox.push(black_box(&frames).clone()) {
@@ -93,6 +111,7 @@ fn fanout(c: &mut Criterion) {
             })
         });
         assert_eq!(refused, 0, "no outbox may overflow in this bench");
+        black_box(fanned);
     }
     g.finish();
 }

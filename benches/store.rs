@@ -84,6 +84,7 @@ impl Appends {
                 deleted: false,
                 reactions: BTreeMap::new(),
                 cell_at: BTreeMap::new(),
+                edits: Vec::new(),
             };
             let framed = proto::encode(&ServerFrame::Msg(state.view(None)));
             out.push(Mutation::PutLocalId {

@@ -20,14 +20,39 @@ pub struct Claims {
     pub iat: Option<u64>,
 }
 
+/// Why a token was refused. The `Display` text goes to the client, so it is
+/// in our words and never carries a library's error text.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("token too long")]
     TooLong,
-    #[error("invalid token: {0}")]
+    #[error("invalid token: {}", describe(.0))]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    /// RFC 7515 §4.1.11: a `crit` header names extensions that must be
+    /// understood; roomcast understands none, so any `crit` is refused.
+    #[error("invalid token: critical header extensions are not supported")]
+    Critical,
     #[error("invalid subject: {0}")]
     Subject(String),
+}
+
+fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "expired",
+        K::ImmatureSignature => "not yet valid (nbf)",
+        K::InvalidSignature => "bad signature",
+        K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => {
+            "algorithm not accepted"
+        }
+        K::UnsupportedAlgorithm => "algorithm not supported",
+        K::MissingRequiredClaim(c) if c == "exp" => "missing claim exp",
+        K::MissingRequiredClaim(c) if c == "sub" => "missing claim sub",
+        K::MissingRequiredClaim(_) => "missing a required claim",
+        K::InvalidClaimFormat(_) => "a claim has the wrong type",
+        K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "malformed",
+        _ => "rejected",
+    }
 }
 
 #[derive(Clone)]
@@ -98,8 +123,16 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
         }
+        if jsonwebtoken::decode_header(token)?.crit.is_some() {
+            return Err(AuthError::Critical);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
         UserId::new(&data.claims.sub).map_err(AuthError::Subject)
+    }
+
+    /// Whether this authenticator can mint tokens (HS256 secret, not a public key).
+    pub fn can_mint(&self) -> bool {
+        self.signing.is_some()
     }
 
     /// Mints a token for `user` valid for `ttl_secs` (HS256 only).
@@ -203,6 +236,37 @@ mod tests {
         .unwrap();
         assert!(a.verify(&expired).is_err());
         assert!(a.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn unknown_crit_header_is_refused() {
+        let key = EncodingKey::from_secret(b"0123456789abcdef0123");
+        let a = Authenticator::hs256(b"0123456789abcdef0123");
+        let claims = Claims {
+            sub: "alice".into(),
+            exp: now_ms() / 1000 + 600,
+            iat: None,
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["x-must-understand".into()]);
+        let t = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let e = a.verify(&t).unwrap_err();
+        assert!(matches!(e, AuthError::Critical), "{e}");
+        // The same token without `crit` is fine: the refusal is the header's.
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        assert!(a.verify(&t).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_in_our_words() {
+        let a = Authenticator::hs256(b"0123456789abcdef0123");
+        for bad in ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.x"] {
+            let msg = a.verify(bad).unwrap_err().to_string();
+            assert!(msg.starts_with("invalid token: "), "{msg}");
+            for internal in ["Json", "Base64", "Error", "line ", "column"] {
+                assert!(!msg.contains(internal), "{bad}: {msg}");
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Precedence, highest first: command-line flag, environment variable, the
 //! TOML file given with `--config`, the built-in default.
 
+use clap::builder::BoolishValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use figment::providers::{Format, Serialized, Toml};
@@ -14,6 +15,34 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Words every boolean setting accepts (flags, environment, TOML), any case.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
+        "false" | "0" | "no" | "off" | "n" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+/// A boolean from TOML: `true`/`false`, `0`/`1`, or one of the words of [`parse_bool`].
+fn boolish<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Any {
+        Bool(bool),
+        Int(i64),
+        Str(String),
+    }
+    let parsed = match Any::deserialize(d)? {
+        Any::Bool(b) => Some(b),
+        Any::Int(0) => Some(false),
+        Any::Int(1) => Some(true),
+        Any::Int(_) => None,
+        Any::Str(s) => parse_bool(&s),
+    };
+    parsed.ok_or_else(|| serde::de::Error::custom("expected true/false/1/0/yes/no/on/off"))
+}
 
 /// When the embedded store syncs its journal to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -48,6 +77,14 @@ pub enum CqlConsistency {
     All,
     LocalOne,
     EachQuorum,
+}
+
+/// How `roomcast serve` writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A token-bucket rate: `PER_SECOND:BURST`, e.g. `10:30`.
@@ -153,7 +190,16 @@ pub struct Config {
     /// Offer per-message compression (RFC 7692 permessage-deflate) on `/ws`.
     /// Off by default: every compressed message costs a deflate per subscriber,
     /// where uncompressed ones share one encoding (docs/TRANSPORTS.md).
-    #[arg(long, env = "ROOMCAST_WS_COMPRESSION", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_WS_COMPRESSION",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub ws_compression: bool,
 
     /// Deflate level for `/ws` compression, 1 (fastest) to 9 (smallest).
@@ -168,8 +214,48 @@ pub struct Config {
     /// Keep the deflate window between messages (better ratio, about 370 KiB of
     /// state per connection). Off: every message is compressed on its own with
     /// state borrowed from a shared pool, so idle connections cost no more.
-    #[arg(long, env = "ROOMCAST_WS_COMPRESSION_CONTEXT_TAKEOVER", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_WS_COMPRESSION_CONTEXT_TAKEOVER",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub ws_compression_context_takeover: bool,
+
+    /// Serve the web chat (a single-page app built on the browser SDK, embedded
+    /// in the binary) at `/` on the HTTP and HTTPS listeners. Off: `/` is 404.
+    #[arg(long, env = "ROOMCAST_WEB_CHAT", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub web_chat: bool,
+
+    /// Keys of the server API (`/api/...`, header `X-Api-Key`) for app backends,
+    /// comma-separated; give several to rotate (add the new key, move the
+    /// backends, drop the old one). Empty: the server API refuses every request.
+    /// Never accepted on the user API, where only JWTs are (docs/HTTP_API.md).
+    #[arg(
+        long,
+        env = "ROOMCAST_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+
+    /// Largest REST request body, in bytes; larger ones get `413` (`bad_request`).
+    #[arg(long, env = "ROOMCAST_HTTP_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub http_max_body_bytes: usize,
+
+    /// How long a REST request waits for its room's answer, in ms (then `503`, `unavailable`).
+    #[arg(
+        long,
+        env = "ROOMCAST_HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub http_request_timeout_ms: u64,
 
     /// Directory for the embedded store and the generated JWT secret.
     #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
@@ -272,11 +358,29 @@ pub struct Config {
     pub edit_window_secs: u64,
 
     /// Sending a message marks the room read up to it for the sender.
-    #[arg(long, env = "ROOMCAST_READ_ON_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_READ_ON_SEND",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub read_on_send: bool,
 
     /// Joining (opening) a room marks it read up to its latest message.
-    #[arg(long, env = "ROOMCAST_READ_ON_JOIN", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_READ_ON_JOIN",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub read_on_join: bool,
 
     /// A typing indicator ends after this long without a refresh, in ms.
@@ -298,7 +402,16 @@ pub struct Config {
     pub max_attachment_bytes: u64,
 
     /// Turn every rate limit off (load tests, benchmarks).
-    #[arg(long, env = "ROOMCAST_NO_RATE_LIMITS", default_value_t = false)]
+    #[arg(
+        long,
+        env = "ROOMCAST_NO_RATE_LIMITS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub no_rate_limits: bool,
 
     /// Per-user `send` limit, PER_SECOND:BURST.
@@ -336,7 +449,16 @@ pub struct Config {
 
     /// `--redis` is a Redis Cluster: comma-separated seed node URLs. Room
     /// traffic then uses sharded pub/sub (SPUBLISH/SSUBSCRIBE).
-    #[arg(long, env = "ROOMCAST_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ROOMCAST_REDIS_CLUSTER",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub redis_cluster: bool,
 
     /// Rate limiting when Redis cannot answer: `open` allows, `closed` refuses.
@@ -349,7 +471,16 @@ pub struct Config {
     pub redis_failure: crate::redis::FailurePolicy,
 
     /// Log what the rate limits would refuse, without refusing.
-    #[arg(long, env = "ROOMCAST_RATE_LIMIT_DRY_RUN", default_value_t = false)]
+    #[arg(
+        long,
+        env = "ROOMCAST_RATE_LIMIT_DRY_RUN",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(deserialize_with = "boolish")]
     pub rate_limit_dry_run: bool,
 
     /// With Redis: a session's presence lapses this long after its node last refreshed it.
@@ -382,13 +513,118 @@ pub struct Config {
         long,
         env = "ROOMCAST_UNSAFE_NODE_LOCAL_STORE",
         default_value_t = false,
-        hide = true
+        hide = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
     )]
+    #[serde(deserialize_with = "boolish")]
     pub unsafe_node_local_store: bool,
+
+    /// Requests awaiting their reply per connection (unacknowledged sends included);
+    /// while a connection has this many, the server reads nothing more from it.
+    #[arg(long, env = "ROOMCAST_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Per-connection `ping` limit, PER_SECOND:BURST (apps ping every heartbeat).
+    #[arg(long, env = "ROOMCAST_LIMIT_PING", default_value = "2:20")]
+    pub limit_ping: RateSpec,
+
+    /// Simultaneous connections of one user on this node; more are refused
+    /// with `limit_exceeded`.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
+    /// Connections from one IP address that have not completed `hello` yet;
+    /// more are refused with `limit_exceeded`.
+    #[arg(
+        long,
+        env = "ROOMCAST_MAX_UNAUTHENTICATED_PER_ADDR",
+        default_value_t = 64
+    )]
+    pub max_unauthenticated_per_addr: usize,
+
+    /// Rooms (not direct rooms) one user may have created and not deleted.
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_USER", default_value_t = 500)]
+    pub max_rooms_per_user: usize,
+
+    /// Rooms (direct rooms included) one user may be a member of; also the most
+    /// rooms one connection may be joined to.
+    #[arg(
+        long,
+        env = "ROOMCAST_MAX_MEMBERSHIPS_PER_USER",
+        default_value_t = 2000
+    )]
+    pub max_memberships_per_user: usize,
+
+    /// Unused invites one room may hold.
+    #[arg(long, env = "ROOMCAST_MAX_INVITES_PER_ROOM", default_value_t = 1000)]
+    pub max_invites_per_room: usize,
+
+    /// Favorite rooms per user.
+    #[arg(long, env = "ROOMCAST_MAX_FAVORITES_PER_USER", default_value_t = 500)]
+    pub max_favorites_per_user: usize,
+
+    /// HTTP connections (REST, health, WebSocket upgrades not yet upgraded); more are
+    /// answered `503` and closed. Upgraded WebSockets count against `max_connections`.
+    #[arg(long, env = "ROOMCAST_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+
+    /// Time an HTTP connection has to send a request's headers, counted from the
+    /// connection's start or the end of its previous response (so also the
+    /// keep-alive idle timeout), in ms.
+    #[arg(
+        long,
+        env = "ROOMCAST_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub http_header_timeout_ms: u64,
+
+    /// Return freed heap memory to the OS every this many seconds (glibc's
+    /// `malloc_trim`; after a burst the process otherwise stays at its peak). 0: never.
+    #[arg(long, env = "ROOMCAST_MALLOC_TRIM_SECS", default_value_t = 10)]
+    pub malloc_trim_secs: u64,
 
     /// Time allowed for a graceful shutdown (SIGTERM / Ctrl-C), in ms.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// At shutdown, keep serving this long (in ms) with `/ready` answering 503,
+    /// so load balancers stop routing new clients here before connections are
+    /// asked to leave. 0: ask them at once.
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+
+    /// Built-in accounts: register, log in, refresh, profile under `/v1/auth`
+    /// and `/v1/me` (docs/OPERATIONS.md). Off: tokens come from your identity
+    /// provider, and none of those routes exist.
+    #[arg(long, env = "ROOMCAST_ACCOUNTS", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub accounts: bool,
+
+    /// Built-in accounts: lifetime of issued access tokens (JWTs), in seconds.
+    #[arg(long, env = "ROOMCAST_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+
+    /// Built-in accounts: lifetime of refresh tokens, in seconds (each use
+    /// replaces the token with a new one of full lifetime).
+    #[arg(long, env = "ROOMCAST_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+
+    /// Built-in accounts: login attempts per account and per address,
+    /// PER_SECOND:BURST (also registrations per address).
+    #[arg(long, env = "ROOMCAST_LIMIT_LOGIN", default_value = crate::accounts::DEFAULT_LIMIT_LOGIN)]
+    pub limit_login: RateSpec,
+
+    /// Built-in accounts: password hashes computed at once (each takes ~19 MiB
+    /// and ~20 ms of a core); more wait for a turn.
+    #[arg(long, env = "ROOMCAST_ACCOUNTS_HASH_CONCURRENCY", default_value_t = 2)]
+    pub accounts_hash_concurrency: usize,
+
+    /// Log format on stderr: `text` (human) or `json` (one object per line).
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -489,6 +725,37 @@ impl Config {
             "hello_timeout_ms must be at least 10"
         );
         anyhow::ensure!(self.max_connections > 0, "max_connections must be positive");
+        for (name, v) in [
+            ("max_in_flight", self.max_in_flight),
+            ("max_connections_per_user", self.max_connections_per_user),
+            (
+                "max_unauthenticated_per_addr",
+                self.max_unauthenticated_per_addr,
+            ),
+            ("max_rooms_per_user", self.max_rooms_per_user),
+            ("max_memberships_per_user", self.max_memberships_per_user),
+            ("max_invites_per_room", self.max_invites_per_room),
+            ("max_favorites_per_user", self.max_favorites_per_user),
+            ("max_http_connections", self.max_http_connections),
+        ] {
+            anyhow::ensure!(v > 0, "{name} must be positive");
+        }
+        anyhow::ensure!(
+            self.http_header_timeout_ms >= 10,
+            "http_header_timeout_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.api_keys.iter().all(|k| k.trim().len() >= 16),
+            "api_keys: every key must be at least 16 characters"
+        );
+        anyhow::ensure!(
+            self.http_max_body_bytes >= 1024,
+            "http_max_body_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.http_request_timeout_ms >= 10,
+            "http_request_timeout_ms must be at least 10"
+        );
         anyhow::ensure!(
             self.store_timeout_ms >= 10,
             "store_timeout_ms must be at least 10"
@@ -505,6 +772,14 @@ impl Config {
         anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key must be given together"
+        );
+        anyhow::ensure!(
+            self.access_token_ttl_secs > 0 && self.refresh_token_ttl_secs > 0,
+            "access_token_ttl_secs and refresh_token_ttl_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.accounts_hash_concurrency > 0,
+            "accounts_hash_concurrency must be positive"
         );
         Ok(())
     }
@@ -561,6 +836,70 @@ mod tests {
     }
 
     #[test]
+    fn booleans_take_every_spelling_from_flags_env_and_toml() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["roomcast"];
+            all.extend_from_slice(args);
+            Config::resolve(&Wrapper::command().get_matches_from(all)).unwrap()
+        };
+        for (word, want) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("TRUE", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+        ] {
+            let c = parse(&[&format!("--no-rate-limits={word}"), "--read-on-send", word]);
+            assert_eq!((c.no_rate_limits, c.read_on_send), (want, want), "{word}");
+        }
+        assert!(
+            parse(&["--no-rate-limits"]).no_rate_limits,
+            "a bare flag is true"
+        );
+        assert!(Wrapper::command()
+            .try_get_matches_from(["roomcast", "--read-on-send=maybe"])
+            .is_err());
+
+        // The environment, as the README promises: ROOMCAST_NO_RATE_LIMITS=1.
+        // (Only this test sets these variables.)
+        std::env::set_var("ROOMCAST_NO_RATE_LIMITS", "1");
+        std::env::set_var("ROOMCAST_READ_ON_JOIN", "on");
+        let c = parse(&[]);
+        std::env::remove_var("ROOMCAST_NO_RATE_LIMITS");
+        std::env::remove_var("ROOMCAST_READ_ON_JOIN");
+        assert!(c.no_rate_limits && c.read_on_join);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomcast.toml");
+        std::fs::write(
+            &path,
+            "no_rate_limits = \"yes\"\nread_on_send = 0\nws_compression = \"on\"\nredis_cluster = true\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]);
+        assert!(c.no_rate_limits && !c.read_on_send && c.ws_compression && c.redis_cluster);
+        std::fs::write(&path, "no_rate_limits = \"maybe\"\n").unwrap();
+        let err = Config::resolve(&Wrapper::command().get_matches_from([
+            "roomcast",
+            "--config",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("true/false/1/0/yes/no/on/off"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::for_tests("/tmp/x");
         c.validate().unwrap();
@@ -568,6 +907,27 @@ mod tests {
         assert_eq!(c.hello_timeout_ms, 10_000);
         assert_eq!(c.max_body_chars, 5_000);
         assert!(!c.ws_compression, "WebSocket compression is off by default");
+    }
+
+    #[test]
+    fn web_chat_is_on_by_default_and_takes_boolish_values() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        assert!(Config::for_tests("/tmp/x").web_chat);
+        for (v, on) in [
+            ("off", false),
+            ("no", false),
+            ("0", false),
+            ("yes", true),
+            ("on", true),
+        ] {
+            let c = Wrapper::parse_from(["roomcast", "--web-chat", v]).config;
+            assert_eq!(c.web_chat, on, "{v}");
+        }
     }
 
     #[test]

@@ -17,15 +17,23 @@
 //!   `Bytes` chunk.
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
-//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`.
+//! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
+//!   [`memory`]: freed heap memory back to the OS after bursts;
+//!   [`webchat`]: the embedded web chat at `/` (`web/chat/`);
+//!   [`http_ops`]: `/metrics` ([`metrics`]) and `/ready`; [`accounts`]: the
+//!   optional built-in accounts.
 //! - The client SDK (connection, resume, offline queue) is its own crate,
 //!   `roomcast-client` in `client/`.
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod http_ops;
 pub mod ids;
+pub mod memory;
+pub mod metrics;
 pub mod presence;
 pub use roomcast_protocol as proto;
 pub mod ratelimit;
@@ -36,3 +44,4 @@ pub mod session;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod webchat;

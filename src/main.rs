@@ -2,7 +2,7 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use roomcast::auth::Authenticator;
-use roomcast::config::Config;
+use roomcast::config::{Config, LogFormat};
 use roomcast::server::Server;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +24,19 @@ enum Cmd {
     Migrate(Box<Config>),
     /// Mint a development JWT with the configured HS256 secret.
     Token(TokenArgs),
+    /// Import accounts with bcrypt hashes from an older system into the
+    /// built-in accounts (server stopped): one JSON object per line,
+    /// `{"user": "...", "bcrypt": "$2b$...", "display_name": "..."}`.
+    ImportAccounts(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The JSON-lines file (`-` for stdin).
+    file: PathBuf,
+    /// Data dir of the server (same as `serve`).
+    #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -74,6 +87,25 @@ fn run() -> anyhow::Result<()> {
             println!("keyspace {} is at schema version {version}", cfg.keyspace);
             Ok(())
         }
+        Cmd::ImportAccounts(a) => {
+            let input: Box<dyn std::io::BufRead> = if a.file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(&a.file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+                Box::new(std::io::BufReader::new(f))
+            };
+            let done = roomcast::accounts::import_jsonl(
+                &a.data_dir,
+                roomcast::config::FsyncPolicy::Always,
+                input,
+            )?;
+            println!(
+                "imported {} accounts ({} already existed, left as they were)",
+                done.added, done.existing
+            );
+            Ok(())
+        }
         Cmd::Serve(_) => {
             let sub = matches
                 .subcommand_matches("serve")
@@ -85,14 +117,20 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        // One JSON object per line: timestamp, level, target, message and fields flattened.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

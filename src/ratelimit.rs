@@ -98,6 +98,42 @@ impl Limits {
     }
 }
 
+/// One GCRA cell owned by its caller (a connection's `ping` rate, a WebSocket's
+/// control frames): sans-IO, time is an argument.
+#[derive(Clone, Copy, Debug)]
+pub struct Gcra {
+    /// Theoretical arrival time; `None` until the first check.
+    tat: Option<Instant>,
+    interval: Duration,
+    capacity: Duration,
+}
+
+impl Gcra {
+    pub fn new(spec: RateSpec) -> Gcra {
+        let interval = Duration::from_secs_f64(1.0 / spec.per_second);
+        Gcra {
+            tat: None,
+            interval,
+            capacity: interval.saturating_mul(spec.burst),
+        }
+    }
+
+    /// Takes one token at `now`, or says how long until one is free.
+    pub fn check(&mut self, now: Instant) -> Decision {
+        let tat = self.tat.map_or(now, |t| t.max(now));
+        let new_tat = tat + self.interval;
+        let ahead = new_tat.saturating_duration_since(now);
+        if ahead > self.capacity {
+            Decision::Deny {
+                retry_after: ahead - self.capacity,
+            }
+        } else {
+            self.tat = Some(new_tat);
+            Decision::Allow
+        }
+    }
+}
+
 /// GCRA in memory: each (user, action) keeps only its theoretical arrival time.
 pub struct MemoryRateLimiter {
     limits: Limits,
@@ -156,6 +192,21 @@ impl RateLimiter for MemoryRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_cell_burst_then_rate() {
+        let mut g = Gcra::new("2:3".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(g.check(t0), Decision::Allow);
+        }
+        let Decision::Deny { retry_after } = g.check(t0) else {
+            panic!("a fourth at once is over the burst");
+        };
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(500));
+        assert_eq!(g.check(t0 + retry_after), Decision::Allow);
+        assert!(matches!(g.check(t0 + retry_after), Decision::Deny { .. }));
+    }
 
     #[test]
     fn burst_then_steady_rate() {

@@ -3,9 +3,11 @@
 //! order: stop accepting, tell clients to reconnect, wait for connections,
 //! drain the routers' writes, sync the store.
 
+use crate::accounts::{store::AccountStore, Accounts};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::config::StoreKind;
+use crate::conn::caps::Caps;
 use crate::presence::{MemoryPresence, Presence, UserPresence};
 use crate::ratelimit::{DryRun, Limits, MemoryRateLimiter, RateLimiter};
 use crate::redis::bus::{Inbound, RedisBus};
@@ -20,7 +22,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::MessageStore;
 use crate::transport::tcp::Layer;
 use crate::{http, tls, transport};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,10 +42,18 @@ pub struct Core {
     pub presence: Arc<dyn Presence>,
     /// Multi-node: the Redis bus (presence changes go to other nodes through it).
     pub bus: Option<Arc<RedisBus>>,
+    /// Multi-node: a Redis connection for readiness probes (`GET /ready`).
+    pub redis: Option<crate::redis::Conn>,
+    /// Built-in accounts (`--accounts true`), in the embedded store.
+    pub accounts: Option<Arc<crate::accounts::Accounts>>,
     pub connections: AtomicUsize,
     /// The connection cap (`max_connections`), shared by every transport.
     pub permits: Arc<Semaphore>,
     pub shutting_down: AtomicBool,
+    /// Connections that have not completed `hello`, per source address.
+    pub unauthenticated: Arc<Caps<IpAddr>>,
+    /// Connections per user on this node.
+    pub user_connections: Arc<Caps<crate::ids::UserId>>,
     sessions: AtomicU64,
 }
 
@@ -75,23 +85,32 @@ pub struct Server {
 }
 
 /// Opens the configured message store, behind the per-call deadline.
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
-    let inner: Arc<dyn MessageStore> = match config.store {
+/// Opens the configured message store behind its deadline; with the embedded
+/// store also returns its fjall database, where the built-in accounts live.
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn MessageStore>, Option<fjall::Database>)> {
+    let (inner, db): (Arc<dyn MessageStore>, _) = match config.store {
         StoreKind::Embedded => {
             let store_dir = config.data_dir.join("store");
-            Arc::new(EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
+            let embedded = EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
                 anyhow::anyhow!(
                     "opening the store in {}: {e} (is another roomcast using this data dir?)",
                     store_dir.display()
                 )
-            })?)
+            })?;
+            let db = embedded.database();
+            (Arc::new(embedded), Some(db))
         }
         StoreKind::Scylla => {
             let cfg = crate::store::scylla::ScyllaConfig::from_config(config)?;
-            Arc::new(crate::store::scylla::ScyllaStore::connect(&cfg).await?)
+            (
+                Arc::new(crate::store::scylla::ScyllaStore::connect(&cfg).await?),
+                None,
+            )
         }
     };
-    Ok(Arc::new(Deadlined::new(inner, config.store_timeout())))
+    Ok((Arc::new(Deadlined::new(inner, config.store_timeout())), db))
 }
 
 impl Server {
@@ -103,7 +122,18 @@ impl Server {
             config.jwt_public_key.as_deref(),
             &config.data_dir,
         )?;
-        let store = open_store(&config).await?;
+        let (store, local_db) = open_store(&config).await?;
+        let accounts = match (config.accounts, local_db) {
+            (true, Some(db)) => {
+                let store = AccountStore::open(db, config.fsync)?;
+                Some(Arc::new(Accounts::new(store, auth.clone(), &config)?))
+            }
+            (true, None) => anyhow::bail!(
+                "--accounts needs the embedded store: the built-in accounts keep their \
+                 table in it and have no CQL table yet (docs/STORAGE.md)"
+            ),
+            (false, _) => None,
+        };
         let tcp = TcpListener::bind(config.tcp)
             .await
             .map_err(|e| anyhow::anyhow!("binding TCP {}: {e}", config.tcp))?;
@@ -161,12 +191,14 @@ impl Server {
             presence_list_max: config.presence_list_max,
             outbox_bytes: config.outbox_bytes,
             gap_timeout: Duration::from_millis(config.gap_timeout_ms),
+            max_invites_per_room: config.max_invites_per_room,
         };
         let background = CancellationToken::new();
         let limits = Limits::from_config(&config);
-        let (presence, mut limiter, bus, inbound, presence_changes): (
+        let (presence, mut limiter, bus, inbound, presence_changes, redis): (
             Arc<dyn Presence>,
             Arc<dyn RateLimiter>,
+            _,
             _,
             _,
             _,
@@ -174,6 +206,7 @@ impl Server {
             None => (
                 Arc::new(MemoryPresence::new()),
                 Arc::new(MemoryRateLimiter::new(limits)),
+                None,
                 None,
                 None,
                 None,
@@ -214,9 +247,19 @@ impl Server {
                 let bus = RedisBus::start(&target, node, Some(offline), in_tx, background.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("Redis pub/sub at {url}: {e}"))?;
-                let limiter: Arc<dyn RateLimiter> =
-                    Arc::new(RedisRateLimiter::new(conn, limits, config.redis_failure));
-                (presence, limiter, Some(bus), Some(in_rx), Some(changes_rx))
+                let limiter: Arc<dyn RateLimiter> = Arc::new(RedisRateLimiter::new(
+                    conn.clone(),
+                    limits,
+                    config.redis_failure,
+                ));
+                (
+                    presence,
+                    limiter,
+                    Some(bus),
+                    Some(in_rx),
+                    Some(changes_rx),
+                    Some(conn),
+                )
             }
         };
         if config.rate_limit_dry_run {
@@ -236,13 +279,23 @@ impl Server {
             store,
             limiter,
             bus,
+            redis,
+            accounts,
             presence,
             connections: AtomicUsize::new(0),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             shutting_down: AtomicBool::new(false),
+            unauthenticated: Caps::new(config.max_unauthenticated_per_addr),
+            user_connections: Caps::new(config.max_connections_per_user),
             sessions: AtomicU64::new(0),
             config,
         });
+        if core.config.malloc_trim_secs > 0 {
+            tokio::spawn(crate::memory::trim_periodically(
+                Duration::from_secs(core.config.malloc_trim_secs),
+                background.clone(),
+            ));
+        }
         if let Some(rx) = inbound {
             tokio::spawn(pump_inbound(core.clone(), rx));
         }
@@ -309,7 +362,10 @@ impl Server {
             ..
         } = self;
         let tracker = TaskTracker::new();
-        let conns = shutdown.child_token();
+        // Connections are told to leave after the drain delay, and the HTTP
+        // listeners (`/ready` answering 503, `/health`, `/metrics`) stop last.
+        let conns = CancellationToken::new();
+        let http_stop = CancellationToken::new();
         let mut accept_tasks = vec![tokio::spawn(transport::tcp::accept_loop(
             core.clone(),
             tcp,
@@ -339,22 +395,32 @@ impl Server {
                     listener,
                     acceptor,
                     core.config.hello_timeout(),
-                    shutdown.clone(),
+                    http_stop.clone(),
                 )?;
                 Some(tokio::spawn(http::serve(
                     core.clone(),
                     listener,
                     bridge.clone(),
-                    shutdown.clone(),
+                    http_stop.clone(),
                 )))
             }
             None => None,
         };
-        let http_task = tokio::spawn(http::serve(core.clone(), http, bridge, shutdown.clone()));
+        let http_task = tokio::spawn(http::serve(core.clone(), http, bridge, http_stop.clone()));
 
         shutdown.cancelled().await;
-        tracing::info!("shutting down: no new connections, asking clients to reconnect");
+        // Readiness flips first, so load balancers stop sending new clients.
         core.shutting_down.store(true, Ordering::SeqCst);
+        let drain = Duration::from_millis(core.config.shutdown_drain_ms);
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_ms = drain.as_millis() as u64,
+                "shutting down: /ready answers 503; serving on during the drain delay"
+            );
+            tokio::time::sleep(drain).await;
+        }
+        tracing::info!("shutting down: no new connections, asking clients to reconnect");
+        conns.cancel();
         for t in accept_tasks {
             let _ = t.await;
         }
@@ -376,8 +442,12 @@ impl Server {
         {
             tracing::error!("routers did not drain before the shutdown deadline");
         }
+        // Aborted, then awaited: an aborted task is dropped (with the store
+        // handles it holds) only when the runtime gets to it, and a restart on the
+        // same data dir must find the store closed.
         for s in shards {
             s.abort();
+            let _ = s.await;
         }
         // Connections have sent their last frames and closed; tell any QUIC
         // peer still there, and let the endpoint deliver the closes.
@@ -389,6 +459,7 @@ impl Server {
         if let Err(e) = core.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        http_stop.cancel();
         let _ = http_task.await;
         if let Some(t) = https_task {
             let _ = t.await;

@@ -48,6 +48,40 @@ fn the_kubernetes_config_is_accepted() {
     );
     assert_eq!(c.fsync, FsyncPolicy::Always);
     assert_eq!(c.data_dir.to_str(), Some("/data"));
+    assert_eq!(c.shutdown_drain_ms, 5000);
+    assert!(
+        c.shutdown_drain_ms < c.shutdown_timeout_ms,
+        "the drain fits in the shutdown budget"
+    );
+}
+
+#[test]
+fn probes_use_ready_and_health() {
+    let k8s = include_str!("../deploy/k8s/roomcast.yaml");
+    let probe = |name: &str| {
+        let at = k8s.find(name).unwrap_or_else(|| panic!("{name} missing"));
+        k8s[at..].lines().nth(1).unwrap_or_default().to_string()
+    };
+    assert!(
+        probe("readinessProbe:").contains("path: /ready"),
+        "k8s readiness"
+    );
+    assert!(
+        probe("livenessProbe:").contains("path: /health"),
+        "k8s liveness"
+    );
+    let dockerfile = include_str!("../deploy/Dockerfile");
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l.starts_with("HEALTHCHECK") && l.contains("/ready")),
+        "Dockerfile HEALTHCHECK"
+    );
+    let compose = include_str!("../deploy/docker-compose.yml");
+    assert!(
+        compose.contains("healthcheck:") && compose.contains("7480/ready"),
+        "compose healthcheck"
+    );
 }
 
 #[test]

@@ -56,6 +56,7 @@ fn msg(r: &str, seq: u64, n: u64, from: &str, body: &str, local_id: Option<&str>
         deleted: false,
         reactions: BTreeMap::new(),
         cell_at: BTreeMap::new(),
+        edits: Vec::new(),
     }
 }
 
@@ -713,6 +714,79 @@ async fn favorites(s: &Store) {
     assert_eq!(users, vec![user("idol")]);
 }
 
+/// Edits and a delete erase: the rewritten events replace the old payloads
+/// (also when the original append is replayed afterwards), the message keeps
+/// its edit events for later redactions, and a delete drops text and attachments.
+async fn redactions(s: &Store) {
+    let r = "conf-redact";
+    create(s, r, "Redact", true).await;
+    let mut first = send(r, 1, 1, "ann", "secret", None);
+    if let Mutation::PutMessage(m) = &mut first[0] {
+        m.attachments.push(roomcast::proto::types::Attachment {
+            url: "https://files.example/x.png".into(),
+            name: "x.png".into(),
+            mime: "image/png".into(),
+            size: 10,
+            width: None,
+            height: None,
+        });
+    }
+    s.apply(first.clone()).await.unwrap();
+    let rewrite = |seq: u64, text: &str, at: u64| Mutation::RewriteEvent {
+        room: room(r),
+        seq,
+        payload: Bytes::from(text.to_string()),
+        at,
+    };
+    // Edit at seq 2: body, the edit recorded, the original msg rewritten.
+    s.apply(vec![
+        Mutation::EditMessage {
+            room: room(r),
+            seq: 1,
+            body: "better".into(),
+            edited_at: 2002,
+            at: 2,
+        },
+        rewrite(1, "msg-better", 2),
+        event(r, 2),
+    ])
+    .await
+    .unwrap();
+    let m = s.message(&room(r), 1).await.unwrap().unwrap();
+    assert_eq!(m.body, "better");
+    assert_eq!(m.edits, vec![(2, 2002)]);
+    assert_eq!(m.attachments.len(), 1);
+    // Delete at seq 3: the msg and the edit rewritten to the tombstone.
+    s.apply(vec![
+        rewrite(1, "msg-gone", 3),
+        rewrite(2, "edit-gone", 3),
+        Mutation::DeleteMessage {
+            room: room(r),
+            seq: 1,
+            sender: user("ann"),
+            at: 3,
+        },
+        event(r, 3),
+    ])
+    .await
+    .unwrap();
+    // A late replay of the original send (a retried write landing late).
+    s.apply(first).await.unwrap();
+    let events = s.events(&room(r), 0, 3, 10).await.unwrap();
+    let bodies: Vec<_> = events.iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(
+        bodies,
+        [
+            Bytes::from("msg-gone"),
+            Bytes::from("edit-gone"),
+            Bytes::from("event-3")
+        ]
+    );
+    let m = s.message(&room(r), 1).await.unwrap().unwrap();
+    assert!(m.deleted && m.body.is_empty() && m.attachments.is_empty());
+    assert_eq!(m.edits, vec![(2, 2002)]);
+}
+
 async fn suite(s: Store) {
     macro_rules! case {
         ($f:ident) => {
@@ -727,6 +801,7 @@ async fn suite(s: Store) {
     case!(burnt_seqs);
     case!(cell_updates_under_concurrency);
     case!(deletes);
+    case!(redactions);
     case!(lists_and_cursors);
     case!(favorites);
 }

@@ -17,7 +17,10 @@ pub struct Hello {
     pub id: Option<u64>,
     /// Protocol version; this server speaks 1.
     pub v: u32,
-    /// A JWT (HS256, RS256 or ES256 as the server is configured).
+    /// A JWT (HS256, RS256 or ES256 as the server is configured). A missing
+    /// token decodes as empty, so the server answers `unauthorized` (not
+    /// `bad_request`), as for any other unusable token.
+    #[serde(default)]
     pub token: String,
     /// Ask for a `rooms` snapshot right after `welcome` (one round trip to render the room list).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -329,19 +332,46 @@ fn body<'de, T: Deserialize<'de>>(payload: &'de [u8], id: Option<u64>) -> Result
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
-            let msg = match e.into_inner() {
-                rmp_serde::decode::Error::Utf8Error(_) => "invalid UTF-8 in a string".to_string(),
-                other => other.to_string(),
-            };
             Err(DecodeError {
                 id,
-                error: WireError::bad_request(if path == "." {
-                    msg
-                } else {
-                    format!("{path}: {msg}")
-                }),
+                error: WireError::bad_request(field_message(&path, e.into_inner())),
             })
         }
+    }
+}
+
+/// A decode failure in our words, starting with the field's path: serde's
+/// data-model messages (`invalid type: …, expected …`, our own value checks)
+/// are kept; the MessagePack reader's I/O and marker errors are replaced, so
+/// no library internals reach the client. A missing field is reported on the
+/// field itself (`room: missing field`), not on the frame.
+fn field_message(path: &str, e: rmp_serde::decode::Error) -> String {
+    use rmp_serde::decode::Error as E;
+    let msg = match e {
+        E::Syntax(m) => m,
+        E::Utf8Error(_) => "invalid UTF-8 in a string".into(),
+        E::TypeMismatch(_) => "wrong MessagePack type".into(),
+        E::OutOfRange => "number out of range".into(),
+        E::LengthMismatch(_) => "wrong number of elements".into(),
+        E::DepthLimitExceeded => "nested too deeply".into(),
+        E::InvalidMarkerRead(_) | E::InvalidDataRead(_) | E::Uncategorized(_) => {
+            "malformed value".into()
+        }
+    };
+    if let Some(name) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        return if path == "." {
+            format!("{name}: missing field")
+        } else {
+            format!("{path}.{name}: missing field")
+        };
+    }
+    if path == "." {
+        msg
+    } else {
+        format!("{path}: {msg}")
     }
 }
 
@@ -518,7 +548,13 @@ mod tests {
         assert!(e.error.message.starts_with("room"), "{}", e.error.message);
         let e =
             ClientFrame::decode(&payload(serde_json::json!({"t": "join", "id": 4}))).unwrap_err();
-        assert!(e.error.message.contains("room"), "{}", e.error.message);
+        assert_eq!(e.error.message, "room: missing field");
+        let e = ClientFrame::decode(&payload(serde_json::json!({
+            "t": "send", "id": 4, "room": "r", "body": "", "kind": "file",
+            "attachments": [{"name": "a", "mime": "a/b", "size": 1}]
+        })))
+        .unwrap_err();
+        assert_eq!(e.error.message, "attachments[0].url: missing field");
         let e = ClientFrame::decode(&payload(
             serde_json::json!({"t": "join", "id": 4, "room": "bad room"}),
         ))

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -44,10 +45,14 @@ pub enum ErrorCode {
     Unavailable,
     /// The target already exists (e.g. `create_room` with a room id in use).
     Conflict,
+    /// A per-user, per-room or per-address cap was reached (rooms created,
+    /// memberships, joined rooms, invites, favorites, connections); nothing was
+    /// done. Retrying helps only after something is freed. On `hello` it closes.
+    LimitExceeded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -64,6 +69,7 @@ impl ErrorCode {
         ErrorCode::ServerBusy,
         ErrorCode::Unavailable,
         ErrorCode::Conflict,
+        ErrorCode::LimitExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +90,7 @@ impl ErrorCode {
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::LimitExceeded => "limit_exceeded",
         }
     }
 

@@ -12,7 +12,7 @@ pub const MAX_ROOM_ID_LEN: usize = 64;
 /// Longest accepted user id (JWT `sub`), in bytes.
 pub const MAX_USER_ID_LEN: usize = 128;
 
-/// A room id: 1..=64 bytes of `[A-Za-z0-9_.:-]`.
+/// A room id: 1..=64 bytes of `[A-Za-z0-9_.:-]`, not `.` or `..`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RoomId(Arc<str>);
@@ -28,6 +28,10 @@ impl RoomId {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
         {
             return Err("room id may only contain A-Z a-z 0-9 _ . : -".into());
+        }
+        if s == "." || s == ".." {
+            // Path segments: a room id may end up in a URL or a file path.
+            return Err("room id must not be . or ..".into());
         }
         Ok(Self(Arc::from(s)))
     }
@@ -68,7 +72,8 @@ impl fmt::Debug for RoomId {
     }
 }
 
-/// A user id, taken from the JWT `sub` claim: 1..=128 bytes, no control characters.
+/// A user id, taken from the JWT `sub` claim: 1..=128 bytes, no control or
+/// bidirectional control characters, at least one visible character.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct UserId(Arc<str>);
@@ -80,6 +85,9 @@ impl UserId {
         }
         if s.chars().any(char::is_control) {
             return Err("user id must not contain control characters".into());
+        }
+        if let Some(why) = crate::text::misleading(s) {
+            return Err(format!("user id {why}"));
         }
         Ok(Self(Arc::from(s)))
     }
@@ -133,6 +141,9 @@ mod tests {
         assert!(RoomId::new("").is_err());
         assert!(RoomId::new("has space").is_err());
         assert!(RoomId::new(&"a".repeat(65)).is_err());
+        assert!(RoomId::new(".").is_err());
+        assert!(RoomId::new("..").is_err());
+        assert!(RoomId::new("...").is_ok());
         let r = RoomId::random();
         assert_eq!(r.as_str().len(), 25);
         assert!(RoomId::new(r.as_str()).is_ok());
@@ -143,5 +154,44 @@ mod tests {
         assert!(UserId::new("alice@example.com").is_ok());
         assert!(UserId::new("").is_err());
         assert!(UserId::new("a\nb").is_err());
+        assert!(UserId::new("admin\u{202E}nimda").is_err());
+        assert!(UserId::new("\u{200B}").is_err());
+        assert!(UserId::new(" ").is_err());
     }
+}
+
+/// JSON Schema of the ids: strings with the rules above (for OpenAPI documents).
+#[cfg(feature = "openapi")]
+mod schema {
+    use super::{RoomId, UserId, MAX_ROOM_ID_LEN, MAX_USER_ID_LEN};
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    impl utoipa::PartialSchema for RoomId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ROOM_ID_LEN))
+                .pattern(Some("^[A-Za-z0-9_.:-]+$"))
+                .description(Some("A room id: 1 to 64 of A-Z a-z 0-9 _ . : -"))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for RoomId {}
+
+    impl utoipa::PartialSchema for UserId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_USER_ID_LEN))
+                .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]+$"))
+                .description(Some(
+                    "A user id (the JWT `sub`): 1 to 128 bytes, no control characters",
+                ))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for UserId {}
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod server;
+pub mod text;
 pub mod types;
 pub mod validate;
 

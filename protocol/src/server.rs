@@ -73,6 +73,7 @@ pub struct Sent {
 
 /// A message, as pushed live (`t: "msg"`) and as returned in history pages (in its
 /// latest state: edited, deleted, reactions).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub room: RoomId,
@@ -227,6 +228,7 @@ pub struct PresenceFrame {
     pub users: Vec<UserPresence>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoomSummary {
     pub room: RoomId,
@@ -252,6 +254,7 @@ pub struct RoomsReply {
     pub rooms: Vec<RoomSummary>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PublicRoom {
     pub room: RoomId,
@@ -270,6 +273,7 @@ pub struct PublicRoomsReply {
     pub next: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemberInfo {
     pub user: UserId,
@@ -284,6 +288,7 @@ pub struct MembersReply {
     pub members: Vec<MemberInfo>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteInfo {
     pub code: String,

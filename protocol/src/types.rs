@@ -4,6 +4,7 @@ use crate::ids::UserId;
 use serde::{Deserialize, Serialize};
 
 /// A member's role in a room. Order matters: owner > admin > member.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -13,6 +14,7 @@ pub enum Role {
 }
 
 /// A group room, or the one direct-message room of two users.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomKind {
@@ -27,6 +29,7 @@ impl RoomKind {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageKind {
@@ -43,6 +46,7 @@ impl MessageKind {
 }
 
 /// Metadata of an uploaded file (the upload itself happens elsewhere).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub url: String,
@@ -56,6 +60,7 @@ pub struct Attachment {
 }
 
 /// One emoji's reactions on a message, as seen by the reader.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReactionCount {
     pub emoji: String,
@@ -65,6 +70,7 @@ pub struct ReactionCount {
 }
 
 /// A user's presence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -73,6 +79,7 @@ pub enum Status {
     Offline,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserPresence {
     pub user: UserId,

@@ -16,6 +16,7 @@ use crate::store::{Mutation, RoomMeta, RoomOverview};
 use std::sync::Arc;
 
 fn limited(action: Action, retry: std::time::Duration) -> WireError {
+    crate::metrics::rate_limited(action);
     // Rounded up: a client that waits exactly the hint must not be refused again.
     let ms = (retry.as_micros().div_ceil(1000) as u64).max(1);
     WireError::new(
@@ -153,7 +154,7 @@ async fn room_list(core: &Arc<Core>, user: &UserId) -> Result<Vec<RoomSummary>, 
     Ok(rooms)
 }
 
-fn action_of(frame: &ClientFrame) -> Option<Action> {
+pub(crate) fn action_of(frame: &ClientFrame) -> Option<Action> {
     use ClientFrame::*;
     Some(match frame {
         CreateRoom(_) | StartDirect(_) => Action::CreateRoom,
@@ -175,10 +176,7 @@ pub async fn request(
     frame: ClientFrame,
 ) {
     let id = frame.id().unwrap_or(0);
-    let reply = ReplyTo {
-        id,
-        outbox: outbox.clone(),
-    };
+    let reply = ReplyTo::new(id, outbox);
     if let Some(action) = action_of(&frame) {
         if let Decision::Deny { retry_after } = core.limiter.check(user, action).await {
             // Typing without an id is fire-and-forget: a refusal is dropped, like the indicator.
@@ -187,6 +185,10 @@ pub async fn request(
             }
             return;
         }
+    }
+    if let Err(e) = super::quotas::check(core, user, &frame).await {
+        reply.error(e);
+        return;
     }
     let u = user.clone();
     let routed: (RoomId, Command) = match frame {
@@ -297,10 +299,7 @@ pub async fn request(
         ),
         ClientFrame::Members(m) => (m.room, Command::Members { user: u, reply }),
         ClientFrame::Typing(t) => {
-            let reply = t.id.map(|id| ReplyTo {
-                id,
-                outbox: outbox.clone(),
-            });
+            let reply = t.id.map(|id| ReplyTo::new(id, outbox));
             (
                 t.room,
                 Command::Typing {

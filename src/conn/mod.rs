@@ -10,18 +10,22 @@
 //! limits, slow-consumer cut-off, shutdown and cleanup live here and in the
 //! session, so they are the same on every transport.
 
+pub mod caps;
 pub mod dispatch;
 pub mod outbox;
+pub mod quotas;
 pub mod writer;
 
 use crate::ids::SessionId;
-use crate::proto::{FrameCodec, FrameError, ServerFrame, WireError};
+use crate::metrics::{SessionGuard, Transport};
+use crate::proto::{ErrorCode, FrameCodec, FrameError, ServerFrame, WireError};
 use crate::server::Core;
 use crate::session::{Output, Session, SessionLimits};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use outbox::{Outbox, OutboxReceiver};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,17 +34,38 @@ use tokio_util::sync::CancellationToken;
 
 /// Initial read buffer; it grows to the largest frame seen.
 const READ_BUFFER: usize = 512;
+/// After the last frame is written and the write side shut down, how long
+/// the connection reads and discards what the peer still sends, waiting for
+/// its close. Closing a socket with unread input makes the kernel reset the
+/// connection and drop the frames the peer has not taken yet: the closing
+/// error (`slow_consumer`, `unauthorized`, ...) would be lost.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one byte-stream connection (TCP, TLS, a QUIC stream) until it
-/// closes. `shutdown` asks it to leave with `shutting_down`.
-pub async fn serve<R, W>(core: Arc<Core>, reader: R, writer: W, shutdown: CancellationToken)
-where
+/// closes. `shutdown` asks it to leave with `shutting_down`. `peer` is the
+/// client's address (for the per-address cap before `hello`).
+pub async fn serve<R, W>(
+    core: Arc<Core>,
+    peer: IpAddr,
+    reader: R,
+    writer: W,
+    shutdown: CancellationToken,
+    transport: Transport,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let frames =
         FramedRead::with_capacity(reader, FrameCodec::new(core.config.max_frame), READ_BUFFER);
-    serve_frames(core, frames, |rx| writer::run(writer, rx), shutdown).await;
+    serve_frames(
+        core,
+        peer,
+        frames,
+        |rx| writer::run(writer, rx, transport),
+        shutdown,
+        transport,
+    )
+    .await;
 }
 
 /// Serves one connection given as a stream of frame payloads and a writer
@@ -50,9 +75,11 @@ where
 /// once the outbox is closed (after flushing) or killed.
 pub async fn serve_frames<S, F, Fut>(
     core: Arc<Core>,
+    peer: IpAddr,
     frames: S,
     write: F,
     shutdown: CancellationToken,
+    transport: Transport,
 ) where
     S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
     F: FnOnce(OutboxReceiver) -> Fut,
@@ -60,17 +87,37 @@ pub async fn serve_frames<S, F, Fut>(
 {
     let session_id = core.next_session_id();
     let (outbox, out_rx) = Outbox::new(session_id, core.config.outbox_bytes);
-    let reading = read_loop(&core, session_id, frames, &outbox, &shutdown);
+    let mut frames = frames;
+    let reading = read_loop(
+        &core,
+        session_id,
+        peer,
+        &mut frames,
+        &outbox,
+        &shutdown,
+        transport,
+    );
     let writing = write(out_rx);
     tokio::join!(reading, writing);
+    // The writer has flushed and shut the write side down (FIN): read and
+    // discard until the peer closes too, or LINGER passes. (Not while the
+    // server shuts down: it must not wait on clients.)
+    if !shutdown.is_cancelled() {
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(_)) = frames.next().await {}
+        })
+        .await;
+    }
 }
 
 async fn read_loop<S>(
     core: &Arc<Core>,
     session_id: SessionId,
+    peer: IpAddr,
     mut frames: S,
     outbox: &Outbox,
     shutdown: &CancellationToken,
+    transport: Transport,
 ) where
     S: Stream<Item = Result<Bytes, FrameError>> + Unpin,
 {
@@ -79,22 +126,43 @@ async fn read_loop<S>(
         SessionLimits::from_config(&core.config),
         Instant::now(),
     );
+    // Before `hello`, the connection counts against its address's cap; after
+    // it, against its user's.
+    let Some(addr_slot) = core.unauthenticated.try_acquire(peer) else {
+        tracing::debug!(session = %session_id, %peer, "refused: too many connections awaiting hello from this address");
+        outbox.close_with(&ServerFrame::closing(WireError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "too many connections from your address are waiting to say hello (at most {})",
+                core.unauthenticated.max()
+            ),
+        )));
+        outbox.close();
+        return;
+    };
+    let mut addr_slot = Some(addr_slot);
+    let mut _user_slot = None;
     let mut admitted = false;
+    let max_in_flight = core.config.max_in_flight;
+    let mut _session_metric = None;
     loop {
         let deadline = tokio::time::Instant::from_std(session.deadline());
+        // Flow control: while replies are owed or unread, the client is not read.
+        let backlogged = outbox.backlogged(max_in_flight);
         let out = tokio::select! {
             biased;
             _ = outbox.killed() => break,
             _ = shutdown.cancelled() => {
                 let retry = core.reconnect_hint_ms();
                 outbox.close_with(&ServerFrame::closing(
-                    WireError::new(crate::proto::ErrorCode::ShuttingDown, "server is shutting down; reconnect")
+                    WireError::new(ErrorCode::ShuttingDown, "server is shutting down; reconnect")
                         .with_retry(retry),
                 ));
                 break;
             }
             _ = tokio::time::sleep_until(deadline) => session.handle_timeout(Instant::now()),
-            item = frames.next() => match item {
+            _ = outbox.room_for_requests(max_in_flight), if backlogged => continue,
+            item = frames.next(), if !backlogged => match item {
                 Some(Ok(payload)) => session.handle_frame(&payload, Instant::now(), &core.auth),
                 Some(Err(FrameError::TooLarge { len, .. })) => session.handle_oversize(len),
                 Some(Err(FrameError::Io(e))) => {
@@ -113,10 +181,23 @@ async fn read_loop<S>(
                 outbox.send(&frame);
             }
             Output::Admit { id, user, sync } => {
+                let Some(slot) = core.user_connections.try_acquire(user.clone()) else {
+                    outbox.close_with(&ServerFrame::closing(WireError::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "you have {} connections open, the most allowed; close one first",
+                            core.user_connections.max()
+                        ),
+                    )));
+                    break;
+                };
+                _user_slot = Some(slot);
+                drop(addr_slot.take());
                 // Boxed: the rare, large futures stay off every idle connection's state.
                 match Box::pin(dispatch::admit(core, session_id, &user)).await {
                     Ok(()) => {
                         admitted = true;
+                        _session_metric = Some(SessionGuard::open(transport));
                         outbox.send(&session.welcome(id, user.clone()));
                         if sync {
                             Box::pin(dispatch::sync(core, &user, outbox)).await;

@@ -52,6 +52,11 @@ struct Inner {
     dead: AtomicBool,
     /// Cancelled when the connection is dying (slow consumer, write error, forced close).
     kill: CancellationToken,
+    /// Requests of this connection awaiting their reply (live [`InFlight`] tickets).
+    in_flight: AtomicUsize,
+    /// Signalled when a reply is done or the writer drains the queue below half
+    /// its bound: the reader may be waiting for room ([`Outbox::backlogged`]).
+    room: Notify,
 }
 
 impl Inner {
@@ -129,6 +134,8 @@ impl Outbox {
             slow: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             kill: CancellationToken::new(),
+            in_flight: AtomicUsize::new(0),
+            room: Notify::new(),
         });
         (
             Outbox {
@@ -156,7 +163,9 @@ impl Outbox {
         let before = inner.queued.fetch_add(n, Ordering::AcqRel);
         if before > inner.limit {
             inner.queued.fetch_sub(n, Ordering::AcqRel);
-            inner.slow.store(true, Ordering::Release);
+            if !inner.slow.swap(true, Ordering::AcqRel) {
+                crate::metrics::slow_consumer();
+            }
             inner.die();
             return false;
         }
@@ -167,9 +176,11 @@ impl Outbox {
     /// its bound; a connection that is behind simply misses them.
     pub fn push_droppable(&self, frames: Bytes) -> bool {
         let inner = &*self.inner;
-        if inner.dead.load(Ordering::Acquire)
-            || inner.queued.load(Ordering::Acquire) > inner.limit / 2
-        {
+        if inner.dead.load(Ordering::Acquire) {
+            return false;
+        }
+        if inner.queued.load(Ordering::Acquire) > inner.limit / 2 {
+            crate::metrics::METRICS.ephemeral_drops.add(1);
             return false;
         }
         inner.queued.fetch_add(frames.len(), Ordering::AcqRel);
@@ -178,7 +189,9 @@ impl Outbox {
 
     /// Marks the connection slow and kills it (it closes with `slow_consumer`).
     pub fn kill_slow(&self) {
-        self.inner.slow.store(true, Ordering::Release);
+        if !self.inner.slow.swap(true, Ordering::AcqRel) {
+            crate::metrics::slow_consumer();
+        }
         self.inner.die();
     }
 
@@ -189,12 +202,18 @@ impl Outbox {
 
     /// Encodes and queues one frame.
     pub fn send(&self, frame: &ServerFrame) -> bool {
+        if let ServerFrame::Error(e) = frame {
+            crate::metrics::error_sent(e.code);
+        }
         self.push(proto::encode(frame))
     }
 
     /// Queues a last frame (bypassing the byte bound) and asks the writer to
     /// close after flushing.
     pub fn close_with(&self, frame: &ServerFrame) {
+        if let ServerFrame::Error(e) = frame {
+            crate::metrics::error_sent(e.code);
+        }
         let _ = self.inner.enqueue(OutItem::Frames(proto::encode(frame)));
         let _ = self.inner.enqueue(OutItem::Close);
     }
@@ -225,6 +244,67 @@ impl Outbox {
     /// Bytes queued and not yet taken by the writer.
     pub fn queued_bytes(&self) -> usize {
         self.inner.queued.load(Ordering::Acquire)
+    }
+
+    /// A ticket for one request awaiting its reply; the request counts as in
+    /// flight until the last clone of the ticket is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            outbox: self.clone(),
+        }
+    }
+
+    /// Requests in flight.
+    pub fn in_flight_count(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether the reader should stop taking requests: `max_in_flight` requests
+    /// await replies, or the queue is over half its bound (replies and pushes the
+    /// client has not read yet). Flow control, as TCP's window is: the client is
+    /// simply not read until replies drain.
+    pub fn backlogged(&self, max_in_flight: usize) -> bool {
+        self.in_flight_count() >= max_in_flight || self.queued_bytes() > self.inner.limit / 2
+    }
+
+    /// Resolves once the connection is no longer [`backlogged`](Self::backlogged).
+    pub async fn room_for_requests(&self, max_in_flight: usize) {
+        loop {
+            let notified = self.inner.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a release between the two is not missed.
+            notified.as_mut().enable();
+            if !self.backlogged(max_in_flight) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One request in flight on a connection (see [`Outbox::in_flight`]). Cloning
+/// keeps the same request in flight; dropping the last clone ends it.
+pub struct InFlight {
+    outbox: Outbox,
+}
+
+impl InFlight {
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+}
+
+impl Clone for InFlight {
+    fn clone(&self) -> Self {
+        self.outbox.in_flight()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.outbox.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.outbox.inner.room.notify_one();
     }
 }
 
@@ -258,7 +338,11 @@ impl OutboxReceiver {
 
     /// Gives back the byte budget of frames the writer has taken.
     pub fn taken(&self, bytes: usize) {
-        self.inner.queued.fetch_sub(bytes, Ordering::AcqRel);
+        let before = self.inner.queued.fetch_sub(bytes, Ordering::AcqRel);
+        let half = self.inner.limit / 2;
+        if before > half && before - bytes <= half {
+            self.inner.room.notify_one();
+        }
     }
 
     pub fn is_slow(&self) -> bool {

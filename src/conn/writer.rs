@@ -7,6 +7,7 @@
 //! into one buffer per wake-up.
 
 use super::outbox::{OutItem, OutboxReceiver};
+use crate::metrics::{Transport, METRICS};
 use crate::proto::{self, ErrorCode, ServerFrame, WireError};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -113,7 +114,8 @@ impl Pending {
 /// kill it finishes the frames already taken from the queue (a partly written
 /// frame is completed), appends a closing `slow_consumer` error, and gives the
 /// peer `CLOSE_FLUSH` to take them.
-pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: OutboxReceiver) {
+pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: OutboxReceiver, transport: Transport) {
+    let bytes_out = &METRICS.bytes_out[transport as usize];
     let kill = rx.kill_token();
     let mut pending = Pending::default();
     let mut scratch = BytesMut::new();
@@ -173,14 +175,18 @@ pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: OutboxReceiver) {
         // and only then is the kill token polled (which takes its lock).
         tokio::select! {
             biased;
-            r = pending.write_once(&mut w, &mut scratch) => if r.is_err() {
-                rx.kill();
-                return;
+            r = pending.write_once(&mut w, &mut scratch) => match r {
+                Ok(n) => bytes_out.add(n as u64),
+                Err(_) => {
+                    rx.kill();
+                    return;
+                }
             },
             _ = kill.cancelled() => break,
         }
     }
     if rx.is_slow() {
+        crate::metrics::error_sent(ErrorCode::SlowConsumer);
         let frame = ServerFrame::closing(WireError::new(
             ErrorCode::SlowConsumer,
             "outbound queue overflowed; reconnect and resume from your last seq",

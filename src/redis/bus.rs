@@ -191,6 +191,8 @@ async fn publisher(
             .collect();
         match timed(conn.run_all(&cmds)).await {
             Ok(_) => {
+                let bytes = batch.iter().map(|(_, p)| p.len()).sum();
+                crate::metrics::bus_published(batch.len(), bytes);
                 batch.clear();
                 backoff = Duration::from_millis(10);
             }
@@ -285,6 +287,7 @@ async fn receiver(
         if from == node {
             continue;
         }
+        crate::metrics::bus_received(payload.len());
         let kind = payload[8];
         let body = Bytes::copy_from_slice(&payload[9..]);
         let Ok(ch) = std::str::from_utf8(ch) else {

@@ -158,6 +158,10 @@ impl Conn {
     /// in order: one pipeline on a single Redis, concurrent commands on a
     /// cluster. Fails if any command fails.
     pub async fn run_all(&mut self, cmds: &[Cmd]) -> RedisResult<Vec<Value>> {
+        crate::metrics::redis_timed(self.run_all_untimed(cmds)).await
+    }
+
+    async fn run_all_untimed(&mut self, cmds: &[Cmd]) -> RedisResult<Vec<Value>> {
         match self {
             Conn::Single(c) => {
                 let mut pipe = redis::pipe();
@@ -179,10 +183,11 @@ impl Conn {
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        let call = match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
+        };
+        Box::pin(crate::metrics::redis_timed(call))
     }
 
     fn req_packed_commands<'a>(
@@ -191,10 +196,11 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
+        let call = match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
+        };
+        Box::pin(crate::metrics::redis_timed(call))
     }
 
     fn get_db(&self) -> i64 {

@@ -1,25 +1,38 @@
 //! What sessions ask of a room's shard, and where the answer goes.
 
-use crate::conn::outbox::Outbox;
+use crate::conn::outbox::{InFlight, Outbox};
 use crate::ids::{SessionId, UserId};
 use crate::proto::types::{Attachment, MessageKind, Role};
 use crate::proto::{ServerFrame, WireError};
 use crate::store::RoomMeta;
 
 /// Where a reply goes: the requesting connection's outbox and the request id.
+/// While a `ReplyTo` (or a clone) lives, the request counts against the
+/// connection's in-flight bound (`--max-in-flight`).
 #[derive(Clone)]
 pub struct ReplyTo {
     pub id: u64,
-    pub outbox: Outbox,
+    ticket: InFlight,
 }
 
 impl ReplyTo {
+    pub fn new(id: u64, outbox: &Outbox) -> ReplyTo {
+        ReplyTo {
+            id,
+            ticket: outbox.in_flight(),
+        }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        self.ticket.outbox()
+    }
+
     pub fn send(&self, frame: &ServerFrame) {
-        self.outbox.send(frame);
+        self.outbox().send(frame);
     }
 
     pub fn error(&self, e: WireError) {
-        self.outbox.send(&ServerFrame::error(Some(self.id), e));
+        self.outbox().send(&ServerFrame::error(Some(self.id), e));
     }
 
     pub fn ok(&self, room: &crate::ids::RoomId, seq: Option<u64>) {

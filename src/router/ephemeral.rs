@@ -55,6 +55,28 @@ impl Shard {
         }
     }
 
+    /// Ends a user's typing indicator in a room, if on, with a `typing {on:
+    /// false}` push to the room (their last session left, or they stopped
+    /// being a member: `leave_room`, kick, ban).
+    pub(super) fn end_typing(&mut self, room_id: &RoomId, user: &UserId) {
+        let cluster = self.cluster.clone();
+        let Some(room) = self.active(room_id) else {
+            return;
+        };
+        if room.typing.remove(user).is_none() {
+            return;
+        }
+        let frame = proto::encode(&ServerFrame::Typing(TypingPush {
+            room: room_id.clone(),
+            user: user.clone(),
+            on: false,
+        }));
+        room.fan_out_ephemeral(&frame, Some(user));
+        if let Some(c) = cluster {
+            c.publish_ephemeral(room_id, frame);
+        }
+    }
+
     /// Queues a member's presence change; pushed coalesced on the next tick
     /// (only the latest status of each user in the period).
     pub(super) fn presence_push(&mut self, room_id: &RoomId, frame: &ServerFrame) {

@@ -147,11 +147,11 @@ impl Shard {
         reply: ReplyTo,
         extra: Vec<Mutation>,
     ) {
+        self.end_typing(room_id, user);
         let Some(room) = self.active(room_id) else {
             return reply.error(not_found(room_id));
         };
         room.members.remove(user);
-        room.typing.remove(user);
         room.meta.members = room.members.len() as u32;
         let mut muts = vec![
             Mutation::DelMember {
@@ -260,15 +260,17 @@ impl Shard {
                 self.write_then_ok(room_id, [unban], reply, None, Then::Nothing);
             }
             AdminOp::SetRole(role) => {
-                if role == Role::Owner {
-                    return reply.error(bad("role: use transfer to hand over ownership"));
-                }
+                // Check order (proto-spec "Permissions"): a non-member target
+                // is `not_found` before the role is looked at.
                 let Some(m) = room.members.get_mut(&target) else {
                     return reply.error(WireError::new(
                         ErrorCode::NotFound,
                         format!("{target} is not a member"),
                     ));
                 };
+                if role == Role::Owner {
+                    return reply.error(bad("role: use transfer to hand over ownership"));
+                }
                 m.role = role;
                 let put = Mutation::SetRole {
                     room: room_id.clone(),
@@ -462,6 +464,23 @@ impl Shard {
             return;
         }
         let now = now_ms();
+        let max = self.cfg.max_invites_per_room;
+        if let Some(room) = self.active(room_id) {
+            // Unusable invites are kept only to name the reason a join fails;
+            // past the quota they are forgotten (a join with one then gets
+            // "unknown invite code", also `forbidden`).
+            if room.invites.len() >= max {
+                room.invites.retain(|_, i| i.unusable(now).is_none());
+            }
+            if room.invites.len() >= max {
+                return reply.error(WireError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "the room has {max} usable invites, the most allowed; revoke one first"
+                    ),
+                ));
+            }
+        }
         let invite = Invite {
             code: hex::encode(rand::random::<[u8; 12]>()),
             room: room_id.clone(),

@@ -14,6 +14,38 @@ use std::collections::BTreeMap;
 
 /// Distinct emoji allowed on one message.
 pub const MAX_EMOJI_PER_MESSAGE: usize = 32;
+/// Edits allowed on one message (each later edit rewrites the earlier ones).
+pub const MAX_EDITS_PER_MESSAGE: usize = 100;
+
+/// Redaction: rewrites of the stored events that carry a message's text (its
+/// `msg` and every earlier `edit`), so that replay shows only `state`, the
+/// latest text or the tombstone. Written in the same batch as the change.
+fn redactions(state: &MessageState, at: u64) -> Vec<Mutation> {
+    let payload = |push: &ServerFrame| proto::encode(push).slice(proto::HEADER_LEN..);
+    let mut out = Vec::with_capacity(1 + state.edits.len());
+    out.push(Mutation::RewriteEvent {
+        room: state.room.clone(),
+        seq: state.seq,
+        payload: payload(&ServerFrame::Msg(state.replay_view())),
+        at,
+    });
+    for &(seq, ts) in &state.edits {
+        out.push(Mutation::RewriteEvent {
+            room: state.room.clone(),
+            seq,
+            payload: payload(&ServerFrame::Edit(EditEvent {
+                room: state.room.clone(),
+                seq,
+                target: state.seq,
+                from: state.from.clone(),
+                body: state.body.clone(),
+                ts,
+            })),
+            at,
+        });
+    }
+    out
+}
 
 fn internal(e: StoreError) -> WireError {
     tracing::error!(error = %e, "store read failed");
@@ -252,6 +284,7 @@ impl Shard {
             deleted: false,
             reactions: BTreeMap::new(),
             cell_at: BTreeMap::new(),
+            edits: Vec::new(),
         };
         extra.insert(0, Mutation::PutMessage(Box::new(state.clone())));
         let push = ServerFrame::Msg(state.view(None));
@@ -316,6 +349,11 @@ impl Shard {
         if body.is_empty() && state.kind.is_text() {
             return reply.error(WireError::bad_request("body: must not be empty"));
         }
+        if state.edits.len() >= MAX_EDITS_PER_MESSAGE {
+            return reply.error(WireError::bad_request(format!(
+                "seq: a message can be edited at most {MAX_EDITS_PER_MESSAGE} times"
+            )));
+        }
         let now = now_ms();
         let window = self.cfg.edit_window.as_millis() as u64;
         if now.saturating_sub(state.ts) > window {
@@ -330,13 +368,16 @@ impl Shard {
         };
         state.body = body.clone();
         state.edited_at = Some(now);
-        let derived = vec![Mutation::EditMessage {
+        let mut derived = vec![Mutation::EditMessage {
             room: room_id.clone(),
             seq,
             body: body.clone(),
             edited_at: now,
             at: event_seq,
         }];
+        // The original `msg` and the earlier edits now replay the new text.
+        derived.extend(redactions(&state, event_seq));
+        state.edits.push((event_seq, now));
         let push = ServerFrame::Edit(EditEvent {
             room: room_id.clone(),
             seq: event_seq,
@@ -382,12 +423,14 @@ impl Shard {
         if let Some(room) = self.active(room_id) {
             room.deletions.push((seq, state.from.clone()));
         }
-        let extra = vec![Mutation::DeleteMessage {
+        // The original `msg` and every edit now replay as the tombstone.
+        let mut extra = redactions(&state, event_seq);
+        extra.push(Mutation::DeleteMessage {
             room: room_id.clone(),
             seq,
             sender: state.from.clone(),
             at: event_seq,
-        }];
+        });
         let push = ServerFrame::Delete(DeleteEvent {
             room: room_id.clone(),
             seq: event_seq,

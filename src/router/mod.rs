@@ -52,16 +52,24 @@ impl Router {
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = mpsc::channel(SHARD_INBOX);
-            let shard = Shard::new(
-                i,
+            let weak = tx.downgrade();
+            let (cfg, store, presence, cluster) = (
                 cfg.clone(),
                 store.clone(),
                 presence.clone(),
                 cluster.clone(),
-                rx,
-                tx.downgrade(),
             );
-            handles.push(tokio::spawn(shard.run()));
+            let make = move || {
+                Shard::new(
+                    i,
+                    cfg.clone(),
+                    store.clone(),
+                    presence.clone(),
+                    cluster.clone(),
+                    weak.clone(),
+                )
+            };
+            handles.push(tokio::spawn(supervise(i, rx, make)));
             senders.push(tx);
         }
         (
@@ -119,6 +127,31 @@ impl Router {
     }
 }
 
+/// Runs a shard and restarts it if it panics. A panic loses the shard's
+/// memory (rooms, subscriptions, writes not yet acknowledged), not its inbox
+/// or anything stored: the fresh shard loads rooms from the store again on
+/// their next command, and the connections that were attached to the old one
+/// are closed with `internal` so their clients reconnect and resume. The other
+/// shards' rooms never notice.
+async fn supervise(index: usize, mut rx: mpsc::Receiver<ShardMsg>, make: impl Fn() -> Shard) {
+    use futures_util::FutureExt;
+    loop {
+        let mut shard = make();
+        let run = std::panic::AssertUnwindSafe(shard.run(&mut rx));
+        if run.catch_unwind().await.is_ok() {
+            return;
+        }
+        let told = shard.fail_sessions();
+        tracing::error!(
+            shard = index,
+            sessions = told,
+            "room shard panicked; restarted it, its rooms reload from the store and its sessions were told to resume"
+        );
+        // Anything the panicking shard left half-done is dropped here.
+        drop(shard);
+    }
+}
+
 /// Whether `room` has the form of a direct room id (`d` + 40 hex digits).
 pub fn is_direct_room_id(room: &RoomId) -> bool {
     let s = room.as_str();
@@ -143,4 +176,205 @@ pub fn direct_room_id(a: &UserId, b: &UserId) -> RoomId {
     // "d" + 40 hex digits (160 bits) is well inside the 64-byte room id limit.
     let id = format!("d{}", hex::encode(&digest[..20]));
     RoomId::new(&id).unwrap_or_else(|_| RoomId::random())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::outbox::{OutItem, Outbox, OutboxReceiver};
+    use crate::ids::{now_ms, SessionId};
+    use crate::proto::types::RoomKind;
+    use crate::proto::{ErrorCode, ServerFrame, HEADER_LEN};
+    use crate::store::RoomMeta;
+    use std::time::Duration;
+
+    fn config() -> ShardConfig {
+        ShardConfig {
+            dedupe_window: 64,
+            idle_unload: Duration::from_secs(60),
+            edit_window: Duration::from_secs(60),
+            read_on_send: true,
+            read_on_join: false,
+            typing_ttl: Duration::from_secs(5),
+            presence_list_max: 100,
+            outbox_bytes: 1 << 20,
+            gap_timeout: Duration::from_secs(5),
+            max_invites_per_room: 100,
+        }
+    }
+
+    /// The next frame queued to a connection, or None once it was asked to close.
+    async fn next(
+        rx: &mut OutboxReceiver,
+        buf: &mut Vec<Option<ServerFrame>>,
+    ) -> Option<ServerFrame> {
+        while buf.is_empty() {
+            let mut items = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), rx.recv_many(&mut items, 64))
+                .await
+                .expect("a frame within 10 s");
+            for item in items {
+                match item {
+                    OutItem::Frames(mut b) => {
+                        rx.taken(b.len());
+                        while b.len() >= HEADER_LEN {
+                            let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                            let frame = b.split_to(HEADER_LEN + len);
+                            buf.push(Some(ServerFrame::decode(&frame[HEADER_LEN..]).unwrap()));
+                        }
+                    }
+                    OutItem::Close => buf.push(None),
+                }
+            }
+        }
+        buf.remove(0)
+    }
+
+    async fn send(router: &Router, room: &RoomId, user: &UserId, outbox: &Outbox, id: u64) {
+        let msg = NewMessage {
+            body: format!("m{id}"),
+            local_id: None,
+            kind: Default::default(),
+            attachments: Vec::new(),
+            reply_to: None,
+        };
+        let reply = ReplyTo::new(id, outbox);
+        router
+            .send(
+                room.clone(),
+                Command::Send {
+                    user: user.clone(),
+                    msg,
+                    reply,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicked_shard_restarts_reloads_and_tells_its_sessions_to_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            crate::store::embedded::EmbeddedStore::open(
+                dir.path(),
+                crate::config::FsyncPolicy::Never,
+            )
+            .unwrap(),
+        );
+        let presence = Arc::new(crate::presence::MemoryPresence::new());
+        let (router, _handles) = Router::start(1, config(), store, presence, None);
+        let alice = UserId::new("alice").unwrap();
+        let room = RoomId::new("r").unwrap();
+        let (outbox, mut rx) = Outbox::new(SessionId(1), 1 << 20);
+        let mut buf = Vec::new();
+        let meta = RoomMeta {
+            id: room.clone(),
+            name: "r".into(),
+            description: String::new(),
+            private: false,
+            kind: RoomKind::Room,
+            created_by: alice.clone(),
+            created_at: now_ms(),
+            deleted: false,
+            members: 1,
+        };
+        let reply = |id| ReplyTo::new(id, &outbox);
+        router
+            .send(
+                room.clone(),
+                Command::Create {
+                    meta,
+                    reply: reply(1),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            next(&mut rx, &mut buf).await,
+            Some(ServerFrame::Created(_))
+        ));
+        let join = |id| Command::Join {
+            session: SessionId(1),
+            user: alice.clone(),
+            since: None,
+            invite: None,
+            reply: reply(id),
+        };
+        router.send(room.clone(), join(2)).await.unwrap();
+        assert!(matches!(
+            next(&mut rx, &mut buf).await,
+            Some(ServerFrame::Joined(_))
+        ));
+        send(&router, &room, &alice, &outbox, 3).await;
+        // The ack and the session's own push of it, in either order (an
+        // ephemeral push, such as the sender's read pointer, may come too).
+        let (mut acked, mut pushed) = (false, false);
+        while !(acked && pushed) {
+            match next(&mut rx, &mut buf).await {
+                Some(ServerFrame::Sent(_)) => acked = true,
+                Some(ServerFrame::Msg(_)) => pushed = true,
+                Some(_) => {}
+                None => panic!("closed before the ack and the push"),
+            }
+        }
+
+        // The fault: the subscribed session is closed with `internal` (reconnect, resume).
+        router.shards[0].send(ShardMsg::Panic).await.unwrap();
+        loop {
+            match next(&mut rx, &mut buf).await {
+                Some(ServerFrame::Error(e)) => {
+                    assert_eq!(e.code, ErrorCode::Internal);
+                    assert!(e.close);
+                    break;
+                }
+                Some(ServerFrame::Msg(m)) => panic!("a stream event after the panic: {m:?}"),
+                Some(_) => {}
+                None => panic!("closed without the error"),
+            }
+        }
+        assert!(
+            next(&mut rx, &mut buf).await.is_none(),
+            "then asked to close"
+        );
+
+        // A new connection finds the same shard serving: the room reloads from
+        // the store with its seq, and resume replays what was there.
+        let (outbox, mut rx) = Outbox::new(SessionId(2), 1 << 20);
+        let mut buf = Vec::new();
+        router
+            .send(
+                room.clone(),
+                Command::Join {
+                    session: SessionId(2),
+                    user: alice.clone(),
+                    since: Some(0),
+                    invite: None,
+                    reply: ReplyTo::new(4, &outbox),
+                },
+            )
+            .await
+            .unwrap();
+        match next(&mut rx, &mut buf).await {
+            Some(ServerFrame::Joined(j)) => assert_eq!(j.seq, 1),
+            other => panic!("{other:?}"),
+        }
+        match next(&mut rx, &mut buf).await {
+            Some(ServerFrame::Msg(m)) => assert_eq!((m.seq, m.body.as_str()), (1, "m3")),
+            other => panic!("{other:?}"),
+        }
+        send(&router, &room, &alice, &outbox, 5).await;
+        loop {
+            match next(&mut rx, &mut buf).await {
+                Some(ServerFrame::Sent(s)) => {
+                    assert_eq!(s.seq, 2, "seqs continue");
+                    break;
+                }
+                // The push of it and the sender's read pointer may come first.
+                Some(ServerFrame::Msg(_) | ServerFrame::Read(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        router.shutdown().await;
+    }
 }

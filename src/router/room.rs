@@ -24,6 +24,9 @@ pub struct Sub {
 
 pub struct Room {
     pub meta: RoomMeta,
+    /// Fan-out pushes and their bytes since the shard last reported them to
+    /// `/metrics` (plain adds here; one atomic add per shard tick).
+    pub fanned: (u64, u64),
     /// Highest seq committed and fanned out.
     pub last_seq: u64,
     /// Next seq to allocate.
@@ -67,6 +70,7 @@ impl Room {
     pub fn new(meta: RoomMeta, dedupe_window: usize) -> Self {
         Self {
             meta,
+            fanned: (0, 0),
             last_seq: 0,
             next_seq: 1,
             first_seq: 0,
@@ -201,6 +205,9 @@ impl Room {
     /// Hands the same bytes to every subscriber (held back for those replaying);
     /// drops those whose outbox refused them (slow or closed). Never waits.
     pub fn fan_out(&mut self, frames: &Bytes, outbox_limit: usize) {
+        let n = self.subscribers.len() as u64;
+        self.fanned.0 += n;
+        self.fanned.1 += n * frames.len() as u64;
         self.subscribers.retain(|_, sub| match &mut sub.held {
             None => sub.outbox.push(frames.clone()),
             Some(held) => {

@@ -42,6 +42,9 @@ pub enum ShardMsg {
     ReplayDone(RoomId, SessionId),
     /// Finish in-flight writes, then stop.
     Shutdown(oneshot::Sender<()>),
+    /// Unit tests of the supervisor: a fault inside the shard.
+    #[cfg(test)]
+    Panic,
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +66,8 @@ pub struct ShardConfig {
     pub outbox_bytes: usize,
     /// Multi-node: how long a seq gap may stay open before it is skipped.
     pub gap_timeout: Duration,
+    /// Usable (not revoked, expired or used up) invites a room may hold.
+    pub max_invites_per_room: usize,
 }
 
 pub(super) enum Slot {
@@ -138,7 +143,6 @@ pub struct Shard {
     pub(super) store: Arc<dyn MessageStore>,
     pub(super) presence: Arc<dyn Presence>,
     pub(super) cluster: Option<Arc<dyn Cluster>>,
-    rx: mpsc::Receiver<ShardMsg>,
     /// For load and replay completions to come back in.
     pub(super) tx: mpsc::WeakSender<ShardMsg>,
     pub(super) rooms: HashMap<RoomId, Slot>,
@@ -157,7 +161,6 @@ impl Shard {
         store: Arc<dyn MessageStore>,
         presence: Arc<dyn Presence>,
         cluster: Option<Arc<dyn Cluster>>,
-        rx: mpsc::Receiver<ShardMsg>,
         tx: mpsc::WeakSender<ShardMsg>,
     ) -> Self {
         Self {
@@ -166,7 +169,6 @@ impl Shard {
             store,
             presence,
             cluster,
-            rx,
             tx,
             rooms: HashMap::new(),
             batch: Vec::new(),
@@ -177,12 +179,17 @@ impl Shard {
         }
     }
 
-    pub async fn run(mut self) {
+    /// Serves the inbox until shutdown (or until every sender is gone). The
+    /// inbox is borrowed, not owned, so that it outlives a panic of this
+    /// shard: the supervisor (`Router::start`) then starts a fresh shard on it.
+    pub async fn run(&mut self, rx: &mut mpsc::Receiver<ShardMsg>) {
         let mut inbox = Vec::with_capacity(INBOX_BATCH);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
         let mut stopping: Option<oneshot::Sender<()>> = None;
+        // This shard's rooms as last added to the process-wide gauge.
+        let mut rooms_reported = 0usize;
         loop {
             if stopping.is_some() && self.inflight.is_empty() && self.batch.is_empty() {
                 break;
@@ -196,7 +203,7 @@ impl Shard {
                     }
                     self.submit();
                 }
-                n = self.rx.recv_many(&mut inbox, INBOX_BATCH), if stopping.is_none() => {
+                n = rx.recv_many(&mut inbox, INBOX_BATCH), if stopping.is_none() => {
                     if n == 0 {
                         stopping = Some(oneshot::channel().0);
                         continue;
@@ -210,12 +217,16 @@ impl Shard {
                                 self.remote(&room, ephemeral, payload)
                             }
                             ShardMsg::Shutdown(tx) => stopping = Some(tx),
+                            #[cfg(test)]
+                            ShardMsg::Panic => panic!("injected shard fault"),
                         }
                     }
                     self.submit();
                 }
                 _ = tick.tick() => {
                     ticks += 1;
+                    self.report_fanout();
+                    rooms_reported = crate::metrics::rooms_loaded(rooms_reported, self.rooms.len());
                     self.tick();
                     self.cluster_tick();
                     self.submit();
@@ -225,10 +236,56 @@ impl Shard {
                 }
             }
         }
+        self.report_fanout();
+        crate::metrics::rooms_loaded(rooms_reported, 0);
         if let Some(tx) = stopping {
             let _ = tx.send(());
         }
         tracing::debug!(shard = self.index, "shard stopped");
+    }
+
+    /// After a panic: every connection that had a subscription or a request
+    /// here is closed with `internal`, so its client reconnects and resumes
+    /// (`join {since}`) from the stored state the next shard reloads. The
+    /// state of this shard is not trusted beyond finding those connections.
+    pub fn fail_sessions(&mut self) -> usize {
+        let mut outboxes: HashMap<SessionId, crate::conn::outbox::Outbox> = HashMap::new();
+        let mut add = |o: &crate::conn::outbox::Outbox| {
+            outboxes.entry(o.session()).or_insert_with(|| o.clone());
+        };
+        for slot in self.rooms.values() {
+            match slot {
+                Slot::Active(room) => room.subscribers.values().for_each(|s| add(&s.outbox)),
+                Slot::Loading(queue) => queue
+                    .iter()
+                    .filter_map(Command::reply)
+                    .for_each(|r| add(r.outbox())),
+            }
+        }
+        for d in &self.done {
+            match d {
+                Done::Event {
+                    ack: Ack::Sent { reply, .. } | Ack::Ok(reply),
+                    ..
+                }
+                | Done::Subscribe { reply, .. }
+                | Done::Reply {
+                    reply: Some(reply), ..
+                } => add(reply.outbox()),
+                Done::Reply { reply: None, .. } => {}
+            }
+        }
+        for (.., reply) in &self.pending_subscribes {
+            add(reply.outbox());
+        }
+        let frame = ServerFrame::closing(WireError::new(
+            ErrorCode::Internal,
+            "a server fault interrupted a room of this connection; reconnect and resume from your last seq",
+        ));
+        for outbox in outboxes.values() {
+            outbox.close_with(&frame);
+        }
+        outboxes.len()
     }
 
     fn submit(&mut self) {
@@ -246,7 +303,9 @@ impl Shard {
         }
         let store = self.store.clone();
         self.inflight.push_back(Box::pin(async move {
+            let (mutations, start) = (batch.len(), Instant::now());
             let result = store.apply(batch).await;
+            crate::metrics::store_commit(mutations, start.elapsed(), result.is_ok());
             (done, rooms, result)
         }));
     }
@@ -584,12 +643,12 @@ impl Shard {
         let member_ids: Vec<UserId> = room.members.keys().cloned().collect();
         let members = member_ids.len() as u32;
         let replay_from = since.filter(|s| *s < last);
-        let complete = since.map(|s| room.first_seq <= 1 || s + 1 >= room.first_seq);
+        let complete = since.map(|s| room.first_seq <= 1 || s.saturating_add(1) >= room.first_seq);
         room.subscribers.insert(
             session,
             Sub {
                 user: user.clone(),
-                outbox: reply.outbox.clone(),
+                outbox: reply.outbox().clone(),
                 held: replay_from.map(|_| Vec::new()),
             },
         );
@@ -612,7 +671,7 @@ impl Shard {
             members,
         }));
         if let Some(from) = replay_from {
-            self.spawn_replay(room_id.clone(), session, reply.outbox.clone(), from, last);
+            self.spawn_replay(room_id.clone(), session, reply.outbox().clone(), from, last);
         }
     }
 
@@ -742,15 +801,10 @@ impl Shard {
         let last = room.last_seq;
         if !room.user_is_subscribed(&sub.user) {
             // Their last session here is gone: so is their typing indicator.
-            if room.typing.remove(&sub.user).is_some() {
-                let off =
-                    crate::proto::encode(&ServerFrame::Typing(crate::proto::server::TypingPush {
-                        room: room_id.clone(),
-                        user: sub.user.clone(),
-                        on: false,
-                    }));
-                room.fan_out_ephemeral(&off, None);
-            }
+            self.end_typing(room_id, &sub.user);
+            let Some(room) = self.active(room_id) else {
+                return;
+            };
             if let Some(m) = room.members.get_mut(&sub.user) {
                 if m.delivered_seq < last {
                     m.delivered_seq = last;
@@ -772,6 +826,7 @@ impl Shard {
         let ok = result.is_ok();
         let failure = result.err();
         let outbox_limit = self.cfg.outbox_bytes;
+        let (mut messages, mut events) = (0u64, 0u64);
         // Each room's new pushes of this batch, back to back.
         let mut chunks: Vec<(RoomId, BytesMut)> = Vec::new();
         // Multi-node: what to publish per room, and new messages for offline notices.
@@ -796,6 +851,7 @@ impl Shard {
                         continue;
                     };
                     if ok {
+                        events += 1;
                         match ack {
                             Ack::Sent {
                                 reply,
@@ -803,6 +859,7 @@ impl Shard {
                                 local_id,
                                 from,
                             } => {
+                                messages += 1;
                                 let waiters = match &local_id {
                                     Some(lid) => r.dedupe.commit(&from, lid),
                                     None => Vec::new(),
@@ -945,6 +1002,7 @@ impl Shard {
             let room = room.clone();
             flush_chunk(&mut self.rooms, &mut chunks, &room, outbox_limit);
         }
+        crate::metrics::committed(messages, events);
         if let Some(c) = &self.cluster {
             for (room, events) in published {
                 c.publish_events(&room, events.freeze());
@@ -976,7 +1034,22 @@ impl Shard {
         }
     }
 
+    /// Moves the rooms' fan-out counts to `/metrics` (on the tick, before
+    /// unloading, at exit).
+    fn report_fanout(&mut self) {
+        let (mut pushes, mut bytes) = (0, 0);
+        for slot in self.rooms.values_mut() {
+            if let Slot::Active(r) = slot {
+                let (p, b) = std::mem::take(&mut r.fanned);
+                pushes += p;
+                bytes += b;
+            }
+        }
+        crate::metrics::fanned_out(pushes, bytes);
+    }
+
     fn unload_idle(&mut self) {
+        self.report_fanout();
         let now = Instant::now();
         let idle = self.cfg.idle_unload;
         self.rooms.retain(|_, slot| match slot {

@@ -14,6 +14,7 @@ use crate::proto::client::ClientFrame;
 use crate::proto::server::{Pong, Welcome};
 use crate::proto::types::Status;
 use crate::proto::{ErrorCode, ServerFrame, WireError, PROTOCOL_VERSION};
+use crate::ratelimit::{Decision, Gcra};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,10 @@ pub struct SessionLimits {
     pub max_attachment_bytes: u64,
     /// Inactivity after which the session turns away by itself (None: never).
     pub away_after: Option<Duration>,
+    /// `ping` rate of this connection (None: unlimited).
+    pub ping_rate: Option<crate::config::RateSpec>,
+    /// Most rooms this connection may be joined to at once.
+    pub max_joined: usize,
 }
 
 impl SessionLimits {
@@ -51,6 +56,8 @@ impl SessionLimits {
             max_attachment_bytes: c.max_attachment_bytes,
             away_after: (c.presence_away_after_ms > 0)
                 .then(|| Duration::from_millis(c.presence_away_after_ms)),
+            ping_rate: (!c.no_rate_limits).then_some(c.limit_ping),
+            max_joined: c.max_memberships_per_user,
         }
     }
 }
@@ -96,11 +103,13 @@ pub struct Session {
     /// An automatic status change not yet taken by the driver.
     status_change: Option<Status>,
     joined: HashSet<RoomId>,
+    ping_limit: Option<Gcra>,
 }
 
 impl Session {
     pub fn new(id: SessionId, limits: SessionLimits, now: Instant) -> Self {
         let deadline = now + limits.hello_timeout;
+        let ping_limit = limits.ping_rate.map(Gcra::new);
         Self {
             id,
             limits,
@@ -111,6 +120,7 @@ impl Session {
             auto_away: false,
             status_change: None,
             joined: HashSet::new(),
+            ping_limit,
         }
     }
 
@@ -201,6 +211,10 @@ impl Session {
 
     /// A frame header declared `len` bytes, above `max_frame`.
     pub fn handle_oversize(&mut self, len: usize) -> Output {
+        // Like every input after the close: nothing more (fuzz/session_ops).
+        if self.is_closed() {
+            return Output::None;
+        }
         self.close(WireError::new(
             ErrorCode::FrameTooLarge,
             format!(
@@ -269,6 +283,9 @@ impl Session {
                 ),
             ));
         }
+        if hello.token.is_empty() {
+            return self.close(WireError::new(ErrorCode::Unauthorized, "token: missing"));
+        }
         match auth.verify(&hello.token) {
             Ok(user) => {
                 self.state = State::Active { user: user.clone() };
@@ -294,32 +311,49 @@ impl Session {
             ClientFrame::Ping(_) | ClientFrame::Presence(_) => {}
             _ => self.active(now),
         }
-        let bad = |m: String| (id, WireError::bad_request(m));
-        let max_body = self.limits.max_body_chars;
-        match &mut frame {
-            ClientFrame::Hello(_) => return Err(bad("already authenticated".into())),
-            ClientFrame::Ping(p) => return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id }))),
-            ClientFrame::CreateRoom(c) => {
-                if c.room
-                    .as_ref()
-                    .is_some_and(crate::router::is_direct_room_id)
+        match &frame {
+            ClientFrame::Hello(_) => {
+                return Err((id, WireError::bad_request("already authenticated")))
+            }
+            ClientFrame::Ping(p) => {
+                if let Some(Decision::Deny { retry_after }) =
+                    self.ping_limit.as_mut().map(|g| g.check(now))
                 {
-                    return Err(bad(
-                        "room: ids of the form d + 40 hex digits are reserved for direct rooms"
-                            .into(),
+                    let ms = (retry_after.as_micros().div_ceil(1000) as u64).max(1);
+                    return Err((
+                        id,
+                        WireError::new(
+                            ErrorCode::RateLimited,
+                            format!("ping rate limit; retry in {ms} ms"),
+                        )
+                        .with_retry(ms),
                     ));
                 }
-                c.name = room_name(&c.name).map_err(bad)?;
-                if let Some(d) = &c.description {
-                    description(d).map_err(bad)?;
-                }
+                return Ok(Output::Reply(ServerFrame::Pong(Pong { id: p.id })));
             }
+            _ => {}
+        }
+        let State::Active { user } = &self.state else {
+            return Err((
+                id,
+                WireError::new(ErrorCode::Unauthorized, "send hello first"),
+            ));
+        };
+        check_request(&mut frame, user, &self.limits).map_err(|e| (id, e))?;
+        // The session's own bookkeeping, once the request is known to be good.
+        match &frame {
             ClientFrame::Join(j) => {
-                if j.invite
-                    .as_ref()
-                    .is_some_and(|c| c.is_empty() || c.len() > MAX_INVITE_LEN)
-                {
-                    return Err(bad(format!("invite: must be 1 to {MAX_INVITE_LEN} bytes")));
+                if !self.joined.contains(&j.room) && self.joined.len() >= self.limits.max_joined {
+                    return Err((
+                        id,
+                        WireError::new(
+                            ErrorCode::LimitExceeded,
+                            format!(
+                                "room: this connection is joined to {} rooms, the most allowed; leave one first",
+                                self.joined.len()
+                            ),
+                        ),
+                    ));
                 }
                 self.joined.insert(j.room.clone());
             }
@@ -329,68 +363,7 @@ impl Session {
             ClientFrame::LeaveRoom(l) | ClientFrame::DeleteRoom(l) => {
                 self.joined.remove(&l.room);
             }
-            ClientFrame::Send(s) => {
-                let caption_only = !s.kind.is_text();
-                body("body", &s.body, max_body, caption_only).map_err(bad)?;
-                if let Some(l) = &s.local_id {
-                    local_id(l).map_err(bad)?;
-                }
-                attachments(s.kind, &s.attachments, self.limits.max_attachment_bytes)
-                    .map_err(bad)?;
-                if s.reply_to == Some(0) {
-                    return Err(bad("reply_to: must be at least 1".into()));
-                }
-            }
-            ClientFrame::Edit(e) => body("body", &e.body, max_body, true).map_err(bad)?,
-            ClientFrame::React(r) => emoji(&r.emoji).map_err(bad)?,
-            ClientFrame::History(h) => {
-                let limit = h.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-                if limit == 0 || limit > MAX_HISTORY_LIMIT {
-                    return Err(bad(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
-                }
-                h.limit = Some(limit);
-                if h.before == Some(0) {
-                    return Err(bad("before: must be at least 1".into()));
-                }
-            }
-            ClientFrame::PublicRooms(p) => {
-                let limit = p.limit.unwrap_or(50);
-                if limit == 0 || limit > MAX_DIRECTORY_LIMIT {
-                    return Err(bad(format!("limit: must be 1 to {MAX_DIRECTORY_LIMIT}")));
-                }
-                p.limit = Some(limit);
-                if p.after
-                    .as_ref()
-                    .is_some_and(|a| a.len() > 512 || hex::decode(a).is_err())
-                {
-                    return Err(bad("after: not a cursor from a previous page".into()));
-                }
-            }
-            ClientFrame::UpdateRoom(u) => {
-                if let Some(n) = &u.name {
-                    u.name = Some(room_name(n).map_err(bad)?);
-                }
-                if let Some(d) = &u.description {
-                    description(d).map_err(bad)?;
-                }
-                if u.name.is_none() && u.description.is_none() && u.private.is_none() {
-                    return Err(bad(
-                        "nothing to change: give name, description or private".into()
-                    ));
-                }
-            }
             ClientFrame::Presence(p) => {
-                if p.status == Some(crate::proto::types::Status::Offline) {
-                    return Err(bad(
-                        "status: set online or away (disconnect to go offline)".into()
-                    ));
-                }
-                if p.users.len() > 1000 {
-                    return Err(bad("users: at most 1000 per query".into()));
-                }
-                if p.status.is_none() && p.users.is_empty() {
-                    return Err(bad("give status to set, or users to query".into()));
-                }
                 if let Some(status) = p.status {
                     // The client's choice replaces any automatic status.
                     self.chosen = status;
@@ -399,38 +372,145 @@ impl Session {
                     self.last_active = now;
                 }
             }
-            ClientFrame::StartDirect(d) => {
-                if Some(&d.user) == self.user() {
-                    return Err(bad("user: a direct room needs another user".into()));
-                }
-            }
-            ClientFrame::Favorite(f) => {
-                if f.room.is_some() == f.user.is_some() {
-                    return Err(bad("give exactly one of room or user".into()));
-                }
-            }
-            ClientFrame::CreateInvite(c) => {
-                if c.max_uses == Some(0) || c.expires_in_s == Some(0) {
-                    return Err(bad("max_uses and expires_in_s must be positive".into()));
-                }
-            }
-            ClientFrame::Delete(_)
-            | ClientFrame::Read(_)
-            | ClientFrame::Receipts(_)
-            | ClientFrame::Typing(_)
-            | ClientFrame::Rooms(_)
-            | ClientFrame::Members(_)
-            | ClientFrame::Kick(_)
-            | ClientFrame::Ban(_)
-            | ClientFrame::Unban(_)
-            | ClientFrame::SetRole(_)
-            | ClientFrame::Transfer(_)
-            | ClientFrame::Invites(_)
-            | ClientFrame::RevokeInvite(_)
-            | ClientFrame::Favorites(_) => {}
+            _ => {}
         }
         Ok(Output::Request(frame))
     }
+}
+
+/// The field rules of one request from `user`, shared by every transport and
+/// the REST API: refuses bad values with a `bad_request` that names the field,
+/// and normalizes what it accepts (trimmed names, default page sizes).
+pub fn check_request(
+    frame: &mut ClientFrame,
+    user: &UserId,
+    limits: &SessionLimits,
+) -> Result<(), WireError> {
+    let bad = |m: String| WireError::bad_request(m);
+    let max_body = limits.max_body_chars;
+    match frame {
+        ClientFrame::Hello(_) | ClientFrame::Ping(_) => {}
+        ClientFrame::CreateRoom(c) => {
+            if c.room
+                .as_ref()
+                .is_some_and(crate::router::is_direct_room_id)
+            {
+                return Err(bad(
+                    "room: ids of the form d + 40 hex digits are reserved for direct rooms".into(),
+                ));
+            }
+            c.name = room_name(&c.name).map_err(bad)?;
+            if let Some(d) = &c.description {
+                description(d).map_err(bad)?;
+            }
+        }
+        ClientFrame::Join(j) => {
+            if j.invite
+                .as_ref()
+                .is_some_and(|c| c.is_empty() || c.len() > MAX_INVITE_LEN)
+            {
+                return Err(bad(format!("invite: must be 1 to {MAX_INVITE_LEN} bytes")));
+            }
+        }
+        ClientFrame::Send(s) => {
+            let caption_only = !s.kind.is_text();
+            body("body", &s.body, max_body, caption_only).map_err(bad)?;
+            if let Some(l) = &s.local_id {
+                local_id(l).map_err(bad)?;
+            }
+            attachments(s.kind, &s.attachments, limits.max_attachment_bytes).map_err(bad)?;
+            if s.reply_to == Some(0) {
+                return Err(bad("reply_to: must be at least 1".into()));
+            }
+        }
+        ClientFrame::Edit(e) => body("body", &e.body, max_body, true).map_err(bad)?,
+        ClientFrame::React(r) => emoji(&r.emoji).map_err(bad)?,
+        ClientFrame::History(h) => {
+            let limit = h.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+            if limit == 0 || limit > MAX_HISTORY_LIMIT {
+                return Err(bad(format!("limit: must be 1 to {MAX_HISTORY_LIMIT}")));
+            }
+            h.limit = Some(limit);
+            if h.before == Some(0) {
+                return Err(bad("before: must be at least 1".into()));
+            }
+        }
+        ClientFrame::PublicRooms(p) => {
+            let limit = p.limit.unwrap_or(50);
+            if limit == 0 || limit > MAX_DIRECTORY_LIMIT {
+                return Err(bad(format!("limit: must be 1 to {MAX_DIRECTORY_LIMIT}")));
+            }
+            p.limit = Some(limit);
+            if let Some(prefix) = &p.prefix {
+                directory_prefix(prefix).map_err(bad)?;
+            }
+            if p.after
+                .as_ref()
+                .is_some_and(|a| a.len() > 512 || hex::decode(a).is_err())
+            {
+                return Err(bad("after: not a cursor from a previous page".into()));
+            }
+        }
+        ClientFrame::UpdateRoom(u) => {
+            if let Some(n) = &u.name {
+                u.name = Some(room_name(n).map_err(bad)?);
+            }
+            if let Some(d) = &u.description {
+                description(d).map_err(bad)?;
+            }
+            if u.name.is_none() && u.description.is_none() && u.private.is_none() {
+                return Err(bad(
+                    "nothing to change: give name, description or private".into()
+                ));
+            }
+        }
+        ClientFrame::Presence(p) => {
+            if p.status == Some(crate::proto::types::Status::Offline) {
+                return Err(bad(
+                    "status: set online or away (disconnect to go offline)".into()
+                ));
+            }
+            if p.users.len() > 1000 {
+                return Err(bad("users: at most 1000 per query".into()));
+            }
+            if p.status.is_none() && p.users.is_empty() {
+                return Err(bad("give status to set, or users to query".into()));
+            }
+        }
+        ClientFrame::StartDirect(d) => {
+            if &d.user == user {
+                return Err(bad("user: a direct room needs another user".into()));
+            }
+        }
+        ClientFrame::Favorite(f) => {
+            if f.room.is_some() == f.user.is_some() {
+                return Err(bad("give exactly one of room or user".into()));
+            }
+        }
+        ClientFrame::CreateInvite(c) => {
+            if c.max_uses == Some(0) || c.expires_in_s == Some(0) {
+                return Err(bad("max_uses and expires_in_s must be positive".into()));
+            }
+        }
+        ClientFrame::Delete(_)
+        | ClientFrame::Leave(_)
+        | ClientFrame::LeaveRoom(_)
+        | ClientFrame::DeleteRoom(_)
+        | ClientFrame::Read(_)
+        | ClientFrame::Receipts(_)
+        | ClientFrame::Typing(_)
+        | ClientFrame::Rooms(_)
+        | ClientFrame::Members(_)
+        | ClientFrame::Kick(_)
+        | ClientFrame::Ban(_)
+        | ClientFrame::Unban(_)
+        | ClientFrame::SetRole(_)
+        | ClientFrame::Transfer(_)
+        | ClientFrame::Invites(_)
+        | ClientFrame::RevokeInvite(_)
+        | ClientFrame::Favorites(_) => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -447,7 +527,59 @@ mod tests {
             max_body_chars: 10,
             max_attachment_bytes: 1000,
             away_after: None,
+            ping_rate: Some("2:3".parse().unwrap()),
+            max_joined: 3,
         }
+    }
+
+    fn error_of(out: Output) -> crate::proto::server::ErrorFrame {
+        match out {
+            Output::Reply(ServerFrame::Error(e)) => e,
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pings_have_a_rate() {
+        let t0 = Instant::now();
+        let mut s = active(t0);
+        for i in 0..3 {
+            let out = s.handle_frame(&p(json!({"t": "ping", "id": i})), t0, &auth());
+            assert!(
+                matches!(out, Output::Reply(ServerFrame::Pong(_))),
+                "{out:?}"
+            );
+        }
+        let e = error_of(s.handle_frame(&p(json!({"t": "ping", "id": 9})), t0, &auth()));
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        let retry = e.retry_after_ms.expect("a retry hint");
+        assert!((1..=500).contains(&retry), "{retry}");
+        let later = t0 + Duration::from_millis(retry);
+        let out = s.handle_frame(&p(json!({"t": "ping", "id": 10})), later, &auth());
+        assert!(
+            matches!(out, Output::Reply(ServerFrame::Pong(_))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn joined_rooms_per_connection_are_capped() {
+        let t0 = Instant::now();
+        let mut s = active(t0);
+        for r in ["a", "b", "c", "a"] {
+            let out = s.handle_frame(&p(json!({"t": "join", "id": 2, "room": r})), t0, &auth());
+            assert!(matches!(out, Output::Request(_)), "{out:?}");
+        }
+        let e =
+            error_of(s.handle_frame(&p(json!({"t": "join", "id": 3, "room": "d"})), t0, &auth()));
+        assert_eq!(e.code, ErrorCode::LimitExceeded);
+        let out = s.handle_frame(&p(json!({"t": "leave", "id": 4, "room": "a"})), t0, &auth());
+        assert!(matches!(out, Output::Request(_)), "{out:?}");
+        let out = s.handle_frame(&p(json!({"t": "join", "id": 5, "room": "d"})), t0, &auth());
+        assert!(
+            matches!(out, Output::Request(_)),
+            "leaving frees a slot: {out:?}"
+        );
     }
 
     fn p(v: serde_json::Value) -> Vec<u8> {

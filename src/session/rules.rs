@@ -2,6 +2,7 @@
 //! names the field and says why. Control characters other than newline and
 //! tab are refused (not stripped), so what is stored is what was sent.
 
+use crate::proto::text::misleading;
 use crate::proto::types::{Attachment, MessageKind};
 
 /// Longest room name, in characters.
@@ -63,7 +64,23 @@ pub fn room_name(s: &str) -> Result<String, String> {
         ));
     }
     no_controls("name", &name, false)?;
+    if let Some(why) = misleading(&name) {
+        return Err(format!("name: {why}"));
+    }
     Ok(name)
+}
+
+/// A `public_rooms` prefix: at most a room name's length (longer matches
+/// nothing), single line. Bounded here so no client string reaches the
+/// store's key limits.
+pub fn directory_prefix(s: &str) -> Result<(), String> {
+    let chars = s.chars().count();
+    if chars > MAX_ROOM_NAME_CHARS {
+        return Err(format!(
+            "prefix: {chars} characters, the limit is {MAX_ROOM_NAME_CHARS}"
+        ));
+    }
+    no_controls("prefix", s, false)
 }
 
 pub fn description(s: &str) -> Result<(), String> {
@@ -126,6 +143,9 @@ pub fn attachments(kind: MessageKind, list: &[Attachment], max_bytes: u64) -> Re
             ));
         }
         no_controls(&f("name"), &a.name, false)?;
+        if let Some(why) = misleading(&a.name) {
+            return Err(format!("{}: {why}", f("name")));
+        }
         if !mime_ok(&a.mime) {
             return Err(format!("{}: must be a lowercase type/subtype", f("mime")));
         }
@@ -157,6 +177,9 @@ pub fn attachments(kind: MessageKind, list: &[Attachment], max_bytes: u64) -> Re
 pub fn emoji(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > MAX_EMOJI_LEN {
         return Err(format!("emoji: must be 1 to {MAX_EMOJI_LEN} bytes"));
+    }
+    if let Some(why) = misleading(s) {
+        return Err(format!("emoji: {why}"));
     }
     if let Some(code) = s.strip_prefix(':').and_then(|r| r.strip_suffix(':')) {
         if !code.is_empty()
@@ -253,6 +276,9 @@ mod tests {
             "::",
             "👍 👍",
             "😀😀😀😀😀😀😀😀😀",
+            "\u{200D}",
+            "\u{FE0F}",
+            "👍\u{202E}",
         ] {
             assert!(emoji(bad).is_err(), "{bad:?}");
         }
@@ -263,5 +289,7 @@ mod tests {
         assert_eq!(room_name("  General ").unwrap(), "General");
         assert!(room_name("   ").is_err());
         assert!(room_name("a\nb").is_err());
+        assert!(room_name("\u{200B}\u{200B}").is_err());
+        assert!(room_name("team\u{202E}lanretni").is_err());
     }
 }

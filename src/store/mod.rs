@@ -124,6 +124,17 @@ pub enum Mutation {
         seq: u64,
         payload: Bytes,
     },
+    /// Redaction: replaces the payload of a stored stream event (the original
+    /// `msg` or an earlier `edit` of a message that was edited or deleted), by
+    /// the edit or delete at seq `at` (the highest `at` wins). Afterwards the
+    /// old payload must not be readable through this trait; an LSM may keep the
+    /// old bytes on disk until compaction.
+    RewriteEvent {
+        room: RoomId,
+        seq: u64,
+        payload: Bytes,
+        at: u64,
+    },
     /// A new message, at its own seq.
     PutMessage(Box<MessageState>),
     /// An edit of message `seq` by the event at seq `at` (the highest `at` wins).
@@ -186,6 +197,7 @@ impl Mutation {
             | PutBan { room, .. }
             | DelBan { room, .. }
             | AppendEvent { room, .. }
+            | RewriteEvent { room, .. }
             | EditMessage { room, .. }
             | DeleteMessage { room, .. }
             | React { room, .. }
@@ -408,6 +420,13 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Makes everything applied so far durable (fsync), for shutdown.
     async fn flush(&self) -> StoreResult<()>;
+
+    /// Readiness probe (`GET /ready`): a real read through the store. Stores
+    /// with a background writer also check that it is running.
+    async fn ping(&self) -> StoreResult<()> {
+        let probe = RoomId::new("ready-probe").map_err(StoreError::Backend)?;
+        self.message(&probe, 0).await.map(|_| ())
+    }
 }
 
 /// Reads every page of a paged list (for callers that need the whole list, bounded by `max`).

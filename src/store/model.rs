@@ -92,6 +92,11 @@ pub struct MessageState {
     /// Not part of the wire form.
     #[serde(default)]
     pub cell_at: BTreeMap<String, u64>,
+    /// The message's `edit` events as `(seq, ts)`, oldest first: rewritten in
+    /// the event log on every later edit and on deletion, so replay never
+    /// shows an earlier text.
+    #[serde(default)]
+    pub edits: Vec<(u64, u64)>,
 }
 
 impl MessageState {
@@ -120,6 +125,15 @@ impl MessageState {
                 })
                 .collect(),
         }
+    }
+
+    /// The `msg` push as the event log keeps it once the message changed: the
+    /// latest body (or the tombstone), no reactions (those replay as their own
+    /// `reaction` events).
+    pub fn replay_view(&self) -> Message {
+        let mut m = self.view(None);
+        m.reactions.clear();
+        m
     }
 }
 

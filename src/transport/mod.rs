@@ -2,7 +2,9 @@
 //! [`crate::conn`]. Plain TCP and TLS ([`tcp`], [`tls`]) and QUIC ([`quic`])
 //! carry the length-prefixed byte framing; the WebSocket bridge ([`ws`]) maps
 //! one binary message to one frame. docs/TRANSPORTS.md describes each.
+//! [`http`] is the HTTP listener's connection loop (caps and timeouts).
 
+pub mod http;
 pub mod quic;
 pub mod tcp;
 pub mod tls;

@@ -12,6 +12,7 @@
 //! connection's task, never in the accept loop.
 
 use crate::conn;
+use crate::metrics::{ConnectionGuard, Transport};
 use crate::server::Core;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -131,8 +132,17 @@ async fn serve(
         None => super::tcp::refuse_busy(&mut send, core.reconnect_hint_ms()).await,
         Some(_permit) => {
             core.connections.fetch_add(1, Ordering::Relaxed);
+            let _open = ConnectionGuard::open(Transport::Quic);
             tracing::debug!(%peer, "quic connection");
-            conn::serve(core.clone(), recv, &mut send, shutdown).await;
+            conn::serve(
+                core.clone(),
+                peer.ip(),
+                recv,
+                &mut send,
+                shutdown,
+                Transport::Quic,
+            )
+            .await;
             core.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }

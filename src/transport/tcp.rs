@@ -4,6 +4,7 @@
 //! [`super::tls`]).
 
 use crate::conn;
+use crate::metrics::{ConnectionGuard, Transport};
 use crate::proto::{self, ErrorCode, ServerFrame, WireError};
 use crate::server::Core;
 use std::sync::atomic::Ordering;
@@ -54,9 +55,10 @@ pub async fn accept_loop(
                         return refuse_busy(socket, core.reconnect_hint_ms()).await;
                     };
                     core.connections.fetch_add(1, Ordering::Relaxed);
+                    let _open = ConnectionGuard::open(Transport::Tcp);
                     tracing::debug!(%peer, "tcp connection");
                     let (r, w) = socket.into_split();
-                    conn::serve(core.clone(), r, w, shutdown).await;
+                    conn::serve(core.clone(), peer.ip(), r, w, shutdown, Transport::Tcp).await;
                     core.connections.fetch_sub(1, Ordering::Relaxed);
                 });
             }
@@ -76,6 +78,7 @@ pub async fn refuse_busy<W: AsyncWrite + Unpin>(mut w: W, retry_ms: u64) {
             .with_retry(retry_ms),
     );
     let bytes = proto::encode(&frame);
+    crate::metrics::error_sent(ErrorCode::ServerBusy);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = w.write_all(&bytes).await;
         let _ = w.shutdown().await;

@@ -5,6 +5,7 @@
 //! debug and the socket closed; rustls answers garbage with a TLS alert.
 
 use crate::conn;
+use crate::metrics::{ConnectionGuard, Transport};
 use crate::server::Core;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -47,8 +48,9 @@ pub async fn serve(
         return super::tcp::refuse_busy(stream, core.reconnect_hint_ms()).await;
     };
     core.connections.fetch_add(1, Ordering::Relaxed);
+    let _open = ConnectionGuard::open(Transport::Tls);
     tracing::debug!(%peer, "tls connection");
     let (r, w) = tokio::io::split(stream);
-    conn::serve(core.clone(), r, w, shutdown).await;
+    conn::serve(core.clone(), peer.ip(), r, w, shutdown, Transport::Tls).await;
     core.connections.fetch_sub(1, Ordering::Relaxed);
 }

@@ -18,12 +18,15 @@
 //! message, so an idle compressed connection costs what an uncompressed one
 //! does), and messages under `ws_compression_min_bytes` are sent as they are.
 
+use crate::config::RateSpec;
 use crate::conn::outbox::{OutItem, OutboxReceiver};
 use crate::conn::{self, writer::CLOSE_FLUSH};
+use crate::metrics::{ConnectionGuard, Transport, METRICS};
 use crate::proto::frame::split_frames;
 use crate::proto::{self, ErrorCode, FrameError, ServerFrame, WireError};
+use crate::ratelimit::{Decision, Gcra};
 use crate::server::Core;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,16 +34,21 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yawc::close::CloseCode;
 use yawc::frame::{Frame, OpCode};
-use yawc::{CompressionLevel, DeflatePool, HttpStream, IncomingUpgrade, Options, WebSocketError};
+use yawc::{
+    CompressionLevel, DeflatePool, HttpStream, IncomingUpgrade, Options, Role, WebSocket,
+    WebSocketError,
+};
 
 /// Items taken from the outbox per wake-up.
 const BATCH: usize = 256;
@@ -51,6 +59,7 @@ pub mod close_code {
     pub const AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const UNSUPPORTED: u16 = 1003;
+    pub const POLICY: u16 = 1008;
     pub const SIZE: u16 = 1009;
     pub const AGAIN: u16 = 1013;
 }
@@ -120,6 +129,11 @@ pub fn router(bridge: Bridge) -> Router {
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    // RFC 6454 §7.3: a request carries at most one Origin; two are a forgery
+    // attempt (a check could read one and a proxy or the browser the other).
+    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        return false;
+    }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true; // not a browser
     };
@@ -128,7 +142,12 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
         .any(|a| a == "*" || origin.as_bytes().eq_ignore_ascii_case(a.as_bytes()))
 }
 
-async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: IncomingUpgrade) -> Response {
+async fn upgrade(
+    State(b): State<Bridge>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: IncomingUpgrade,
+) -> Response {
     if !origin_allowed(&b.core.config.ws_allowed_origins, &headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
@@ -158,7 +177,8 @@ async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: IncomingUpgrad
             return refuse_busy(socket, core.reconnect_hint_ms()).await;
         };
         core.connections.fetch_add(1, Ordering::Relaxed);
-        serve(core.clone(), socket, shutdown).await;
+        let _open = ConnectionGuard::open(Transport::Ws);
+        serve(core.clone(), peer.ip(), socket, shutdown).await;
         core.connections.fetch_sub(1, Ordering::Relaxed);
     });
     response.map(axum::body::Body::new)
@@ -166,9 +186,11 @@ async fn upgrade(State(b): State<Bridge>, headers: HeaderMap, ws: IncomingUpgrad
 
 /// yawc's socket with its errors kept: its own `Stream` ends on any error,
 /// and the bridge needs to tell an oversize message from a dropped peer.
-struct Socket(yawc::WebSocket<HttpStream>);
+/// Generic over the byte stream only so that the fuzz target can drive the
+/// inbound half over memory ([`inbound`]); the server uses `HttpStream`.
+struct Socket<S = HttpStream>(WebSocket<S>);
 
-impl Stream for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
     type Item = Result<Frame, WebSocketError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -180,7 +202,7 @@ impl Stream for Socket {
     }
 }
 
-impl Sink<Frame> for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Socket<S> {
     type Error = WebSocketError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -200,36 +222,115 @@ impl Sink<Frame> for Socket {
     }
 }
 
-async fn serve(core: Arc<Core>, socket: Socket, shutdown: CancellationToken) {
+async fn serve(core: Arc<Core>, peer: IpAddr, socket: Socket, shutdown: CancellationToken) {
     let (sink, stream) = socket.split();
     // The close code the writer sends, chosen by what the reader saw.
     let close = Arc::new(AtomicU16::new(close_code::NORMAL));
-    let frames = Payloads {
-        inner: stream,
-        close: close.clone(),
-        max: core.config.max_frame,
-        done: false,
-    };
+    let frames = Payloads::new(stream, close.clone(), core.config.max_frame);
     let ping_every = core.config.heartbeat();
     let stop = shutdown.clone();
     conn::serve_frames(
         core,
+        peer,
         frames,
         move |rx| write_loop(sink, rx, close, ping_every, stop),
         shutdown,
+        Transport::Ws,
     )
     .await;
 }
 
+/// Control frames (Ping, Pong) a connection may send before its first binary
+/// message (`hello`): a browser sends none, only Pongs to the server's pings.
+const CONTROL_BEFORE_HELLO: u32 = 4;
+/// After it: a burst, then a steady rate per second.
+const CONTROL_BURST: u32 = 16;
+const CONTROL_PER_SECOND: f64 = 2.0;
+
+/// The budget of control frames. Every Ping the peer sends makes the WebSocket
+/// layer queue a Pong, whether or not the peer reads: without a budget, a peer
+/// that floods Pings and never reads grows that queue without bound.
+struct ControlBudget {
+    before_hello: u32,
+    rate: Option<Gcra>,
+}
+
+impl ControlBudget {
+    fn new() -> Self {
+        ControlBudget {
+            before_hello: CONTROL_BEFORE_HELLO,
+            rate: None,
+        }
+    }
+
+    /// The first binary message arrived: the steady budget applies from now.
+    fn greeted(&mut self) {
+        if self.rate.is_none() {
+            self.rate = Some(Gcra::new(RateSpec {
+                per_second: CONTROL_PER_SECOND,
+                burst: CONTROL_BURST,
+            }));
+        }
+    }
+
+    /// Takes one control frame; false when over budget.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        match &mut self.rate {
+            Some(g) => matches!(g.check(now), Decision::Allow),
+            None => match self.before_hello.checked_sub(1) {
+                Some(left) => {
+                    self.before_hello = left;
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}
+
 /// Binary messages in, frame payloads out; see the module docs for the rest.
-struct Payloads {
-    inner: SplitStream<Socket>,
+pub struct Payloads<S = HttpStream> {
+    inner: SplitStream<Socket<S>>,
     close: Arc<AtomicU16>,
     max: usize,
     done: bool,
+    control: ControlBudget,
 }
 
-impl Payloads {
+/// The bridge's inbound half over a byte stream that already carries
+/// WebSocket frames (what `/ws` reads after the HTTP upgrade), with the
+/// options `/ws` uses for `config` and, if `extensions` names
+/// permessage-deflate, compression as negotiated. Yields exactly the payloads
+/// and errors [`conn::serve_frames`] would get; [`Payloads::close_code`] is
+/// the close code the writer would then send. The server builds the same
+/// thing in its upgrade handler; this exists for `fuzz/` (`ws_frames`).
+pub fn inbound<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    config: &crate::config::Config,
+    extensions: Option<&str>,
+) -> Result<Payloads<S>, WebSocketError> {
+    let ws = WebSocket::from_stream_with_extensions(io, Role::Server, extensions, options(config))?;
+    let (_sink, stream) = Socket(ws).split();
+    let close = Arc::new(AtomicU16::new(close_code::NORMAL));
+    Ok(Payloads::new(stream, close, config.max_frame))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Payloads<S> {
+    fn new(inner: SplitStream<Socket<S>>, close: Arc<AtomicU16>, max: usize) -> Self {
+        Payloads {
+            inner,
+            close,
+            max,
+            done: false,
+            control: ControlBudget::new(),
+        }
+    }
+
+    /// The close code chosen by what was read so far (1000 until an error).
+    pub fn close_code(&self) -> u16 {
+        self.close.load(Ordering::Relaxed)
+    }
+
     fn fail(&mut self, code: u16, e: FrameError) -> Poll<Option<Result<Bytes, FrameError>>> {
         self.done = true;
         self.close.store(code, Ordering::Relaxed);
@@ -237,7 +338,7 @@ impl Payloads {
     }
 }
 
-impl Stream for Payloads {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Payloads<S> {
     type Item = Result<Bytes, FrameError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -262,9 +363,24 @@ impl Stream for Payloads {
                     let (len, max) = (frame.payload().len(), self.max);
                     return self.fail(close_code::SIZE, FrameError::TooLarge { len, max });
                 }
-                OpCode::Binary => return Poll::Ready(Some(Ok(frame.into_payload()))),
-                // Answered by the WebSocket layer; not protocol activity.
-                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Binary => {
+                    self.control.greeted();
+                    return Poll::Ready(Some(Ok(frame.into_payload())));
+                }
+                // Answered by the WebSocket layer; not protocol activity, but
+                // each one counts against the control budget.
+                OpCode::Ping | OpCode::Pong => {
+                    if self.control.take(std::time::Instant::now()) {
+                        continue;
+                    }
+                    return self.fail(
+                        close_code::POLICY,
+                        FrameError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "too many control frames",
+                        )),
+                    );
+                }
                 OpCode::Text => {
                     return self.fail(
                         close_code::UNSUPPORTED,
@@ -344,6 +460,7 @@ async fn write_loop(
             }
         }
         for payload in frames.into_iter().flat_map(split_frames) {
+            METRICS.bytes_out[Transport::Ws as usize].add(payload.len() as u64);
             let fed = if closing {
                 // Last frames: bounded in time, not interrupted by the kill token.
                 matches!(
@@ -385,6 +502,7 @@ async fn write_loop(
         }
     }
     let code = if rx.is_slow() {
+        crate::metrics::error_sent(ErrorCode::SlowConsumer);
         let frame = ServerFrame::closing(WireError::new(
             ErrorCode::SlowConsumer,
             "outbound queue overflowed; reconnect and resume from your last seq",
@@ -431,6 +549,7 @@ fn close_reason(code: u16) -> &'static str {
         close_code::UNSUPPORTED => "binary messages only",
         close_code::SIZE => "message exceeds max_frame",
         close_code::PROTOCOL => "websocket protocol error",
+        close_code::POLICY => "too many control frames",
         close_code::AGAIN => "reconnect later",
         close_code::AWAY => "server is shutting down",
         _ => "closed",
@@ -455,6 +574,22 @@ async fn refuse_busy(socket: Socket, retry_ms: u64) {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn control_frames_have_a_budget() {
+        let t0 = std::time::Instant::now();
+        let mut b = ControlBudget::new();
+        for _ in 0..CONTROL_BEFORE_HELLO {
+            assert!(b.take(t0));
+        }
+        assert!(!b.take(t0), "a small budget before hello");
+        b.greeted();
+        for _ in 0..CONTROL_BURST {
+            assert!(b.take(t0));
+        }
+        assert!(!b.take(t0), "then a burst");
+        assert!(b.take(t0 + Duration::from_millis(500)), "then a rate");
+    }
 
     #[test]
     fn origins() {

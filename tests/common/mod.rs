@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod cql;
+pub mod http;
 pub mod redis;
 
 use bytes::Bytes;
@@ -333,7 +334,7 @@ impl Raw {
             .await
             .expect("frame within WAIT");
         item.map(|r| {
-            let payload: Bytes = r.expect("frame");
+            let payload: Bytes = r.unwrap_or_else(|e| panic!("frame: {e}"));
             ServerFrame::decode(&payload).expect("decodable server frame")
         })
     }

@@ -54,6 +54,17 @@ pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedStore {
+    /// The fjall database, for modules keeping a keyspace of their own in the
+    /// same store (built-in accounts, `crate::accounts::store`).
+    pub fn database(&self) -> Database {
+        self.tables.db.clone()
+    }
+
+    /// Syncs everything written so far, from a blocking context.
+    pub fn flush_blocking(&self) -> StoreResult<()> {
+        self.tables.db.persist(PersistMode::SyncAll).map_err(err)
+    }
+
     /// Opens (or creates) the store in `dir`. Only one process may open a dir.
     pub fn open(dir: &Path, fsync: FsyncPolicy) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -113,7 +124,12 @@ fn committer(t: Arc<Tables>, mut rx: mpsc::UnboundedReceiver<Job>, fsync: FsyncP
                 Err(_) => break,
             }
         }
-        let result = write_group(&t, &group, fsync);
+        // A panic inside the engine must not end the committer (every later
+        // write would then fail as `Closed`): it fails this group only.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_group(&t, &group, fsync)
+        }))
+        .unwrap_or_else(|_| Err("store write panicked".to_string()));
         for (_, done) in group.drain(..) {
             let _ = done.send(match &result {
                 Ok(()) => Ok(()),
@@ -134,6 +150,9 @@ fn committer(t: Arc<Tables>, mut rx: mpsc::UnboundedReceiver<Job>, fsync: FsyncP
 struct Overlay {
     members: HashMap<Vec<u8>, Option<MemberState>>,
     messages: HashMap<Vec<u8>, Option<MessageState>>,
+    /// Stream events written by this batch (an append and a later rewrite of
+    /// one seq in one group commit: the rewrite wins).
+    events: HashMap<Vec<u8>, Bytes>,
 }
 
 impl Overlay {
@@ -261,8 +280,22 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                 Mutation::DelBan { room, user } => {
                     b.remove(&t.bans, keys::room_user_key(room, user))
                 }
+                // A replayed append never brings back a text that a later
+                // edit or delete rewrote (the event is already there).
                 Mutation::AppendEvent { room, seq, payload } => {
-                    b.insert(&t.events, keys::seq_key(room, *seq), payload.as_ref())
+                    let key = keys::seq_key(room, *seq);
+                    if !o.events.contains_key(&key)
+                        && !t.events.contains_key(&key).map_err(|e| e.to_string())?
+                    {
+                        o.events.insert(key, payload.clone());
+                    }
+                }
+                // One writer applies a room's commits in order, so the latest
+                // rewrite is also the last one applied.
+                Mutation::RewriteEvent {
+                    room, seq, payload, ..
+                } => {
+                    o.events.insert(keys::seq_key(room, *seq), payload.clone());
                 }
                 Mutation::PutMessage(m) => {
                     let slot = o.message(t, keys::seq_key(&m.room, m.seq))?;
@@ -279,6 +312,10 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     at,
                 } => {
                     if let Some(m) = o.message(t, keys::seq_key(room, *seq))? {
+                        // The edit event itself, for later redactions (in seq order).
+                        if let Err(i) = m.edits.binary_search_by_key(at, |e| e.0) {
+                            m.edits.insert(i, (*at, *edited_at));
+                        }
                         if !m.deleted && newer(m, "b", *at) {
                             m.body = body.clone();
                             m.edited_at = Some(*edited_at);
@@ -379,6 +416,9 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
             Some(m) => b.insert(&t.members, k, keys::encode(&m)),
             None => b.remove(&t.members, k),
         }
+    }
+    for (k, v) in o.events {
+        b.insert(&t.events, k, v.as_ref());
     }
     for (k, v) in o.messages {
         if let Some(m) = v {
@@ -492,5 +532,43 @@ impl MessageStore for EmbeddedStore {
     async fn flush(&self) -> StoreResult<()> {
         self.read(|t| t.db.persist(PersistMode::SyncAll).map_err(err))
             .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        if self.commits.is_closed() {
+            return Err(err("the commit thread has stopped"));
+        }
+        let probe = RoomId::new("ready-probe").map_err(StoreError::Backend)?;
+        self.message(&probe, 0).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Cursor, PageReq};
+
+    #[tokio::test]
+    async fn directory_reads_never_panic_on_key_sized_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), FsyncPolicy::Never).unwrap();
+        // fjall panics on keys over 65,535 bytes; the store answers instead.
+        let page = |after: Option<String>| PageReq {
+            after: after.map(Cursor),
+            limit: 10,
+        };
+        let rooms = store
+            .public_rooms(&"a".repeat(70_000), page(None))
+            .await
+            .unwrap();
+        assert!(rooms.items.is_empty() && rooms.next.is_none());
+        // A cursor of the right form whose key is longer than fjall allows.
+        let long = crate::store::make_cursor("e", "dir", &vec![b'a'; 70_000]);
+        assert!(store.public_rooms("", page(Some(long.0))).await.is_err());
+        assert!(store
+            .public_rooms("", page(Some("ab".repeat(70_000))))
+            .await
+            .is_err());
+        store.public_rooms("a", page(None)).await.unwrap();
     }
 }

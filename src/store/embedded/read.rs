@@ -278,10 +278,30 @@ pub fn member_rooms(t: &Tables, user: &UserId, page: PageReq) -> StoreResult<Pag
     Ok(Page { items, next })
 }
 
+/// The longest key fjall accepts.
+const MAX_KEY_LEN: usize = u16::MAX as usize;
+
 pub fn public_rooms(t: &Tables, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
+    // fjall keys are at most 65,535 bytes (longer ones panic): a longer
+    // prefix matches no key, and a longer cursor is none we handed out.
+    // (The session refuses both long before; this keeps the store total.)
+    if prefix.len() > MAX_KEY_LEN {
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+        });
+    }
     let limit = page.limit.max(1);
     let lower = match &page.after {
-        Some(c) => Bound::Excluded(open_cursor(c, STORE, "dir")?),
+        Some(c) => {
+            let key = open_cursor(c, STORE, "dir")?;
+            if key.len() > MAX_KEY_LEN {
+                return Err(crate::store::StoreError::BadCursor(
+                    "after: not a cursor of this list (use the `next` of the previous page)".into(),
+                ));
+            }
+            Bound::Excluded(key)
+        }
         None => Bound::Included(prefix.as_bytes().to_vec()),
     };
     let mut out = Vec::new();

@@ -240,7 +240,7 @@ impl Stmts {
             st.set_is_idempotent(idempotent);
             Ok::<_, StoreError>(st)
         };
-        let msg_cols = "seq, n, msg, body, edited_at, deleted, reactions";
+        let msg_cols = "seq, n, msg, body, attachments, edited_at, deleted, reactions, edits";
         Ok(Self {
             put_room: p(format!("INSERT INTO {ks}.rooms (room, meta) VALUES (?, ?)"), true).await?,
             get_room: p(format!("SELECT meta FROM {ks}.rooms WHERE room = ?"), true).await?,
@@ -263,9 +263,9 @@ impl Stmts {
             del_ban: p(format!("DELETE FROM {ks}.bans WHERE room = ? AND user = ?"), true).await?,
             put_bucket: p(format!("INSERT INTO {ks}.buckets (room, bucket) VALUES (?, ?)"), true).await?,
             put_event: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET event = ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
-            put_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET n = ?, msg = ?, body = ?, deleted = false WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
-            edit_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET body = ?, edited_at = ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
-            delete_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET body = '', deleted = true WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
+            put_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET n = ?, msg = ?, body = ?, attachments = ?, deleted = false WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
+            edit_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET body = ?, edited_at = ?, edits[?] = ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
+            delete_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET body = '', attachments = null, deleted = true WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
             clear_reactions: p(format!("DELETE reactions FROM {ks}.stream USING TIMESTAMP ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
             react_on: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET reactions[?] = ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
             react_off: p(format!("DELETE reactions[?] FROM {ks}.stream USING TIMESTAMP ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
@@ -602,6 +602,25 @@ impl ScyllaStore {
                         },
                     ));
                 }
+                Mutation::RewriteEvent {
+                    room,
+                    seq,
+                    payload,
+                    at,
+                } => derived(
+                    "stream",
+                    format!("{room}\0{}", bucket(*seq)),
+                    &st.put_event,
+                    vec![
+                        // Later than the event's own write (at its seq), so a
+                        // replayed append never brings the old text back.
+                        ts(*at),
+                        CqlValue::Blob(payload.to_vec()),
+                        t(room.as_str()),
+                        CqlValue::Big(bucket(*seq)),
+                        b(*seq),
+                    ],
+                ),
                 Mutation::PutMessage(msg) => {
                     let key = format!("{}\0{}", msg.room, bucket(msg.seq));
                     derived(
@@ -617,8 +636,14 @@ impl ScyllaStore {
                         vec![
                             ts(msg.seq),
                             b(msg.n),
-                            CqlValue::Blob(super::keys::encode(&**msg)),
+                            // Body and attachments live in cells of their own.
+                            CqlValue::Blob(super::keys::encode(&MessageState {
+                                body: String::new(),
+                                attachments: Vec::new(),
+                                ..(**msg).clone()
+                            })),
                             t(&msg.body),
+                            CqlValue::Blob(super::keys::encode(&msg.attachments)),
                             t(msg.room.as_str()),
                             CqlValue::Big(bucket(msg.seq)),
                             b(msg.seq),
@@ -638,6 +663,8 @@ impl ScyllaStore {
                     vec![
                         ts(*at),
                         t(body),
+                        b(*edited_at),
+                        b(*at),
                         b(*edited_at),
                         t(room.as_str()),
                         CqlValue::Big(bucket(*seq)),

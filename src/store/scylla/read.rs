@@ -16,14 +16,17 @@ use std::collections::{BTreeMap, HashMap};
 /// The cursor tag of this store.
 const STORE: &str = "s";
 
+/// `seq, n, msg, body, attachments, edited_at, deleted, reactions, edits`.
 type Row = (
     i64,
     Option<i64>,
     Option<Vec<u8>>,
     Option<String>,
+    Option<Vec<u8>>,
     Option<i64>,
     Option<bool>,
     Option<BTreeMap<String, i64>>,
+    Option<BTreeMap<i64, i64>>,
 );
 
 fn corrupt(what: &str) -> StoreError {
@@ -41,7 +44,7 @@ fn role_of(s: &str) -> StoreResult<Role> {
 
 /// A message row in its latest state (`None`: not a message row).
 fn message_of(row: Row) -> StoreResult<Option<MessageState>> {
-    let (_, _, msg, body, edited_at, deleted, reactions) = row;
+    let (_, _, msg, body, attachments, edited_at, deleted, reactions, edits) = row;
     let Some(msg) = msg else {
         return Ok(None);
     };
@@ -49,6 +52,14 @@ fn message_of(row: Row) -> StoreResult<Option<MessageState>> {
     if let Some(b) = body {
         m.body = b;
     }
+    if let Some(a) = attachments {
+        m.attachments = keys::decode(&a, "attachments")?;
+    }
+    m.edits = edits
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(seq, ts)| (seq as u64, ts as u64))
+        .collect();
     if let Some(e) = edited_at {
         m.edited_at = Some(e as u64);
     }

@@ -1,9 +1,15 @@
-//! The HTTP listener: `GET /health`, and `GET /ws`, the WebSocket bridge
-//! ([`crate::transport::ws`]); the REST API mounts here. The same routes are
-//! served over TLS on the optional HTTPS listener ([`TlsListener`]).
+//! The HTTP listener: `GET /health`; `GET /ws`, the WebSocket bridge
+//! ([`crate::transport::ws`]); the REST API (`/v1`, `/api`, [`api`]) with its
+//! OpenAPI document (`/openapi.json`, `/docs`, [`openapi`]); the operations
+//! routes of [`crate::http_ops`] (`/metrics`, `/ready`, the accounts). The same routes
+//! are served over TLS on the optional HTTPS listener ([`TlsListener`]).
+
+pub mod api;
+pub mod error;
+pub mod openapi;
 
 use crate::server::Core;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::Listener;
@@ -19,17 +25,22 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+/// Every HTTP route but `/ws`. Each part merges in with one line.
 pub fn router(core: Arc<Core>) -> Router {
-    Router::new().route("/health", get(health)).with_state(core)
+    let body_limit = core.config.http_max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .merge(openapi::router().layer(DefaultBodyLimit::max(body_limit)))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::no_method)
+        .with_state(core)
 }
 
+/// Liveness: 200 while the process serves HTTP, shutting down or not
+/// (readiness, which turns 503 at shutdown, is `/ready` in [`crate::http_ops`]).
 async fn health(State(core): State<Arc<Core>>) -> (StatusCode, Json<serde_json::Value>) {
     let down = core.shutting_down.load(Ordering::Relaxed);
-    let status = if down {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let status = StatusCode::OK;
     (
         status,
         Json(json!({
@@ -49,16 +60,14 @@ pub async fn serve<L>(
     bridge: crate::transport::ws::Bridge,
     shutdown: CancellationToken,
 ) where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
+    L: Listener<Addr = SocketAddr>,
 {
-    let app = router(core).merge(crate::transport::ws::router(bridge));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "http server failed");
-    }
+    let limits = crate::transport::http::HttpLimits::from_config(&core.config);
+    let app = crate::webchat::router(core.config.web_chat)
+        .merge(router(core.clone()))
+        .merge(crate::http_ops::router(core))
+        .merge(crate::transport::ws::router(bridge));
+    crate::transport::http::serve(listener, app, limits, shutdown).await;
 }
 
 /// The HTTPS listener (`--https`): TLS handshakes run in their own tasks,

@@ -1,0 +1,311 @@
+//! The server API for app backends (`/api/...`, `X-Api-Key`): the backend owns
+//! identity, so it acts *as* a user it names, and every action runs as that
+//! user's protocol request through the same rules (membership, permissions,
+//! rate limits, `local_id` idempotency). Plus node information.
+
+use super::extract::{Backend, Json, Path, Query};
+use super::members::{join_as, leave_as, presence_as, JoinWith, Joined, RoomPresence};
+use super::messages::{
+    history_as, send_as, sent_as, HistoryQuery, MessagePage, NewMessage, SentMessage,
+};
+use super::rooms::{create_as, CreatedRoom, Done, NewRoom};
+use super::{ApiResult, Tags};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::ids::{RoomId, UserId};
+use crate::proto::types::{Attachment, MessageKind};
+use crate::server::Core;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Most rooms in one broadcast.
+pub const MAX_BROADCAST_ROOMS: usize = 100;
+
+pub fn routes() -> OpenApiRouter<Arc<Core>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_room))
+        .routes(routes!(publish))
+        .routes(routes!(broadcast))
+        .routes(routes!(add_member, remove_member))
+        .routes(routes!(room_presence))
+        .routes(routes!(room_history))
+        .routes(routes!(info))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendRoom {
+    /// The owner: the room is created as this user.
+    pub owner: UserId,
+    pub name: String,
+    #[serde(default)]
+    pub private: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub room: Option<RoomId>,
+}
+
+/// Create a room owned by a user.
+#[utoipa::path(post, path = "/api/rooms", tag = Tags::SERVER, request_body = BackendRoom,
+    responses(
+        (status = 201, body = CreatedRoom, headers(("location" = String, description = "/v1/rooms/{room}"))),
+        (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn create_room(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Json(b): Json<BackendRoom>,
+) -> ApiResult {
+    let room = NewRoom {
+        name: b.name,
+        private: b.private,
+        description: b.description,
+        room: b.room,
+    };
+    create_as(&core, &b.owner, room).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Publication {
+    /// The sender (a member of the room): a bot or system account of your app, or a user.
+    pub user: UserId,
+    pub body: String,
+    /// Idempotency key: publishing again with the same one returns the original message.
+    #[serde(default)]
+    pub local_id: Option<String>,
+    #[serde(default)]
+    pub kind: MessageKind,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub reply_to: Option<u64>,
+}
+
+impl Publication {
+    fn message(self) -> (UserId, NewMessage) {
+        (
+            self.user,
+            NewMessage {
+                body: self.body,
+                local_id: self.local_id,
+                kind: self.kind,
+                attachments: self.attachments,
+                reply_to: self.reply_to,
+            },
+        )
+    }
+}
+
+/// Publish a message into a room as a user.
+#[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = Tags::SERVER,
+    params(("room" = RoomId, Path)), request_body = Publication,
+    responses(
+        (status = 201, body = SentMessage, headers(("location" = String, description = "/v1/rooms/{room}/messages/{seq}"))),
+        (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn publish(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Path(room): Path<RoomId>,
+    Json(p): Json<Publication>,
+) -> ApiResult {
+    let (user, msg) = p.message();
+    send_as(&core, &user, room, msg).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Broadcast {
+    /// 1 to 100 rooms.
+    pub rooms: Vec<RoomId>,
+    /// The sender (a member of every room).
+    pub user: UserId,
+    pub body: String,
+    /// Idempotency key, per room.
+    #[serde(default)]
+    pub local_id: Option<String>,
+    #[serde(default)]
+    pub kind: MessageKind,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastResult {
+    pub room: RoomId,
+    /// Present when the message was stored in this room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<SentMessage>,
+    /// Present when this room refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastResults {
+    /// One result per room, in the order given.
+    pub results: Vec<BroadcastResult>,
+}
+
+/// Publish one message into several rooms as a user (each room on its own:
+/// some may refuse). The `local_id` applies per room.
+#[utoipa::path(post, path = "/api/broadcast", tag = Tags::SERVER, request_body = Broadcast,
+    responses((status = 200, body = BroadcastResults), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn broadcast(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Json(b): Json<Broadcast>,
+) -> ApiResult {
+    if b.rooms.is_empty() || b.rooms.len() > MAX_BROADCAST_ROOMS {
+        return Err(ApiError::bad_request(format!(
+            "rooms: give 1 to {MAX_BROADCAST_ROOMS}"
+        )));
+    }
+    let msg = NewMessage {
+        body: b.body,
+        local_id: b.local_id,
+        kind: b.kind,
+        attachments: b.attachments,
+        reply_to: None,
+    };
+    let mut results = Vec::with_capacity(b.rooms.len());
+    for room in b.rooms {
+        results.push(
+            match sent_as(&core, &b.user, room.clone(), msg.clone()).await {
+                Ok((sent, _)) => BroadcastResult {
+                    room,
+                    sent: Some(sent),
+                    error: None,
+                },
+                Err(e) => BroadcastResult {
+                    room,
+                    sent: None,
+                    error: Some(ErrorBody {
+                        error: e.error.code,
+                        message: e.error.message,
+                        retry_after_ms: e.error.retry_after_ms,
+                    }),
+                },
+            },
+        );
+    }
+    Ok((StatusCode::OK, axum::Json(BroadcastResults { results })).into_response())
+}
+
+/// Add a user to a room: they join it as they could themselves (a public room,
+/// or a private one with an invite code in the body).
+#[utoipa::path(put, path = "/api/rooms/{room}/members/{user}", tag = Tags::SERVER,
+    params(("room" = RoomId, Path), ("user" = UserId, Path)), request_body = JoinWith,
+    responses((status = 200, body = Joined), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn add_member(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Path((room, user)): Path<(RoomId, UserId)>,
+    Json(b): Json<JoinWith>,
+) -> ApiResult {
+    join_as(&core, &user, room, b.invite).await
+}
+
+/// Remove a user from a room: they leave it.
+#[utoipa::path(delete, path = "/api/rooms/{room}/members/{user}", tag = Tags::SERVER,
+    params(("room" = RoomId, Path), ("user" = UserId, Path)),
+    responses((status = 200, body = Done), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn remove_member(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Path((room, user)): Path<(RoomId, UserId)>,
+) -> ApiResult {
+    leave_as(&core, &user, room).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AsUser {
+    /// The member on whose behalf to read (reads are checked as theirs).
+    #[serde(rename = "as")]
+    #[param(rename = "as")]
+    pub as_user: UserId,
+}
+
+/// Presence summary of a room, read as one of its members.
+#[utoipa::path(get, path = "/api/rooms/{room}/presence", tag = Tags::SERVER,
+    params(("room" = RoomId, Path), AsUser),
+    responses((status = 200, body = RoomPresence), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn room_presence(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Path(room): Path<RoomId>,
+    Query(q): Query<AsUser>,
+) -> ApiResult {
+    presence_as(&core, &q.as_user, room).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryAs {
+    /// The member on whose behalf to read.
+    #[serde(rename = "as")]
+    #[param(rename = "as")]
+    pub as_user: UserId,
+    #[param(minimum = 1)]
+    pub before: Option<u64>,
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+}
+
+/// History of a room, read as one of its members.
+#[utoipa::path(get, path = "/api/rooms/{room}/messages", tag = Tags::SERVER,
+    params(("room" = RoomId, Path), HistoryAs),
+    responses((status = 200, body = MessagePage), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn room_history(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Path(room): Path<RoomId>,
+    Query(q): Query<HistoryAs>,
+) -> ApiResult {
+    let page = HistoryQuery {
+        before: q.before,
+        limit: q.limit,
+    };
+    history_as(&core, &q.as_user, room, page).await
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    pub version: String,
+    /// Open protocol connections on this node.
+    pub connections: u64,
+    pub shards: u64,
+    pub shutting_down: bool,
+    /// Whether this node shares presence and fan-out through Redis.
+    pub multi_node: bool,
+}
+
+/// This node: version, connections, shards.
+#[utoipa::path(get, path = "/api/info", tag = Tags::SERVER,
+    responses((status = 200, body = NodeInfo), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn info(State(core): State<Arc<Core>>, _: Backend) -> ApiResult {
+    let body = NodeInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        connections: core.connections.load(Ordering::Relaxed) as u64,
+        shards: core.router.shard_count() as u64,
+        shutting_down: core.shutting_down.load(Ordering::Relaxed),
+        multi_node: core.bus.is_some(),
+    };
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}

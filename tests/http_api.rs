@@ -1,0 +1,867 @@
+//! The REST API over real HTTP against the real server: every endpoint's
+//! success and error paths, the permission matrix as on the protocol, REST
+//! sends reaching socket subscribers in order, idempotent sends, rate-limit
+//! headers, and the separation of user tokens and API keys.
+
+mod common;
+
+use common::http::{Api, Resp};
+use common::{client_on, next_msg, TestServer, Transport};
+use serde_json::json;
+
+const KEY: &str = "backend-key-0123456789";
+const OLD_KEY: &str = "backend-key-old-0123456789";
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| c.api_keys = vec![KEY.into(), OLD_KEY.into()]).await
+}
+
+async fn create(api: &Api, room: &str, private: bool) -> Resp {
+    api.post(
+        "/v1/rooms",
+        json!({"name": format!("Room {room}"), "room": room, "private": private}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn rooms_create_list_get_update_delete() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    let bob = Api::user(s.http, "bob");
+
+    let r = create(&alice, "general", false).await;
+    assert_eq!(r.assert_status(201)["room"], "general");
+    assert_eq!(r.header("location"), Some("/v1/rooms/general"));
+    create(&alice, "general", false)
+        .await
+        .assert_error(409, "conflict");
+    // A random id when none is given.
+    let r = alice
+        .post("/v1/rooms", json!({"name": "  Trimmed  "}))
+        .await;
+    assert_eq!(r.assert_status(201)["name"], "Trimmed");
+
+    let r = alice.get("/v1/rooms").await;
+    let rooms = r.assert_status(200)["rooms"].as_array().unwrap().clone();
+    assert_eq!(rooms.len(), 2);
+    let r = alice.get("/v1/rooms/general").await;
+    assert_eq!(r.assert_status(200)["role"], "owner");
+    assert_eq!(r.json["unread"], 0);
+    bob.get("/v1/rooms/general")
+        .await
+        .assert_error(404, "not_found");
+
+    // Only the owner changes a room; validation is the protocol's.
+    bob.patch("/v1/rooms/general", json!({"name": "Mine"}))
+        .await
+        .assert_error(403, "forbidden");
+    alice
+        .patch("/v1/rooms/general", json!({}))
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .patch("/v1/rooms/general", json!({"name": ""}))
+        .await
+        .assert_error(400, "bad_request");
+    let r = alice
+        .patch("/v1/rooms/general", json!({"description": "all things"}))
+        .await;
+    assert_eq!(r.assert_status(200)["room"], "general");
+
+    bob.delete("/v1/rooms/general")
+        .await
+        .assert_error(403, "forbidden");
+    alice.delete("/v1/rooms/general").await.assert_status(200);
+    alice
+        .get("/v1/rooms/general")
+        .await
+        .assert_error(404, "not_found");
+    alice
+        .delete("/v1/rooms/nowhere")
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn directory_pages_with_a_cursor() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    for i in 0..5 {
+        create(&alice, &format!("pub{i}"), false)
+            .await
+            .assert_status(201);
+    }
+    create(&alice, "hidden", true).await.assert_status(201);
+    let mut seen = Vec::new();
+    let mut path = "/v1/directory?prefix=room&limit=2".to_string();
+    loop {
+        let r = alice.get(&path).await;
+        let page = r.assert_status(200);
+        for room in page["rooms"].as_array().unwrap() {
+            seen.push(room["room"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/directory?prefix=room&limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["pub0", "pub1", "pub2", "pub3", "pub4"],
+        "private rooms are not listed"
+    );
+    alice
+        .get("/v1/directory?limit=0")
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .get("/v1/directory?limit=x")
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .get("/v1/directory?after=zz")
+        .await
+        .assert_error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_json_errors() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    // No credential, a bad one, a wrong scheme.
+    Api::anonymous(s.http)
+        .get("/v1/rooms")
+        .await
+        .assert_error(401, "unauthorized");
+    let r = alice
+        .send("GET", "/v1/rooms", None, &[("authorization", "Basic YTpi")])
+        .await;
+    assert_eq!(
+        r.status, 401,
+        "a second Authorization header is refused too"
+    );
+    Api {
+        addr: s.http,
+        auth: common::http::Auth::Bearer("not.a.jwt".into()),
+    }
+    .get("/v1/rooms")
+    .await
+    .assert_error(401, "unauthorized");
+    // Bodies: not JSON, no content type, wrong types, unknown fields, too large.
+    alice
+        .send(
+            "POST",
+            "/v1/rooms",
+            Some("{".into()),
+            &[("content-type", "application/json")],
+        )
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .send("POST", "/v1/rooms", Some("{\"name\":\"x\"}".into()), &[])
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .post("/v1/rooms", json!({"name": 5}))
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .post("/v1/rooms", json!({"name": "x", "color": "red"}))
+        .await
+        .assert_error(400, "bad_request");
+    let big = "x".repeat(300 * 1024);
+    alice
+        .post("/v1/rooms", json!({ "name": big }))
+        .await
+        .assert_error(413, "frame_too_large");
+    // Paths and queries.
+    alice
+        .get("/v1/rooms/bad%20id")
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .get("/v1/rooms/r1/messages/notanumber")
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .get("/v1/rooms/r1/messages?before=-1")
+        .await
+        .assert_error(400, "bad_request");
+    // Unknown routes and methods.
+    alice
+        .get("/v1/nothing")
+        .await
+        .assert_error(404, "not_found");
+    let r = alice.send("PUT", "/v1/rooms", None, &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json["error"], "bad_request");
+}
+
+#[tokio::test]
+async fn membership_invites_and_the_permission_matrix() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice"); // owner
+    let bob = Api::user(s.http, "bob");
+    let carol = Api::user(s.http, "carol");
+    let dave = Api::user(s.http, "dave");
+    create(&alice, "club", true).await.assert_status(201);
+
+    // Private: no join without an invite; only admins and owners make invites.
+    bob.post("/v1/rooms/club/join", json!({}))
+        .await
+        .assert_error(403, "forbidden");
+    bob.post("/v1/rooms/club/invites", json!({}))
+        .await
+        .assert_error(403, "forbidden");
+    alice
+        .post("/v1/rooms/club/invites", json!({"max_uses": 0}))
+        .await
+        .assert_error(400, "bad_request");
+    let r = alice
+        .post("/v1/rooms/club/invites", json!({"max_uses": 5}))
+        .await;
+    let code = r.assert_status(201)["code"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.header("location").unwrap(),
+        format!("/v1/rooms/club/invites/{code}")
+    );
+    bob.post("/v1/rooms/club/join", json!({"invite": "wrong"}))
+        .await
+        .assert_error(403, "forbidden");
+    for api in [&bob, &carol, &dave] {
+        let r = api
+            .post("/v1/rooms/club/join", json!({"invite": code}))
+            .await;
+        assert_eq!(r.assert_status(200)["role"], "member");
+    }
+    let r = alice.get("/v1/rooms/club/invites").await;
+    assert_eq!(r.assert_status(200)["invites"][0]["uses"], 3);
+    bob.get("/v1/rooms/club/invites")
+        .await
+        .assert_error(403, "forbidden");
+
+    // Members: paged by user id, with presence. Bob is online over TCP.
+    let _bob_online = client_on(&s, Transport::Tcp, "bob").await;
+    let r = alice.get("/v1/rooms/club/members?limit=2").await;
+    let page = r.assert_status(200);
+    let users: Vec<&str> = page["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "bob"]);
+    assert_eq!(page["members"][1]["status"], "online");
+    assert_eq!(page["members"][0]["status"], "offline");
+    assert_eq!(page["next"], "bob");
+    let r = alice.get("/v1/rooms/club/members?limit=2&after=bob").await;
+    let page = r.assert_status(200);
+    assert_eq!(page["members"].as_array().unwrap().len(), 2);
+    assert!(page.get("next").is_none());
+    Api::user(s.http, "eve")
+        .get("/v1/rooms/club/members")
+        .await
+        .assert_error(403, "forbidden");
+    let r = carol.get("/v1/rooms/club/presence").await;
+    let p = r.assert_status(200);
+    assert_eq!(
+        (p["members"].as_u64(), p["online_count"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(p["online"], json!(["bob"]));
+
+    // Roles: only the owner sets them; admins kick members, not the reverse.
+    bob.put(
+        "/v1/rooms/club/members/carol/role",
+        json!({"role": "admin"}),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    alice
+        .put("/v1/rooms/club/members/bob/role", json!({"role": "admin"}))
+        .await
+        .assert_status(200);
+    carol
+        .delete("/v1/rooms/club/members/dave")
+        .await
+        .assert_error(403, "forbidden");
+    dave.delete("/v1/rooms/club/members/bob")
+        .await
+        .assert_error(403, "forbidden");
+    bob.delete("/v1/rooms/club/members/alice")
+        .await
+        .assert_error(403, "forbidden");
+    bob.delete("/v1/rooms/club/members/dave")
+        .await
+        .assert_status(200);
+    dave.get("/v1/rooms/club/messages")
+        .await
+        .assert_error(403, "forbidden");
+
+    // Bans keep a user out even with an invite, until lifted.
+    bob.put("/v1/rooms/club/bans/carol", json!({}))
+        .await
+        .assert_status(200);
+    carol
+        .post("/v1/rooms/club/join", json!({"invite": code}))
+        .await
+        .assert_error(403, "forbidden");
+    carol
+        .delete("/v1/rooms/club/bans/carol")
+        .await
+        .assert_error(403, "forbidden");
+    bob.delete("/v1/rooms/club/bans/carol")
+        .await
+        .assert_status(200);
+    carol
+        .post("/v1/rooms/club/join", json!({"invite": code}))
+        .await
+        .assert_status(200);
+
+    // Revoking an invite.
+    carol
+        .delete(&format!("/v1/rooms/club/invites/{code}"))
+        .await
+        .assert_error(403, "forbidden");
+    bob.delete(&format!("/v1/rooms/club/invites/{code}"))
+        .await
+        .assert_status(200);
+    dave.post("/v1/rooms/club/join", json!({"invite": code}))
+        .await
+        .assert_error(403, "forbidden");
+
+    // Transfer: owner only, to a member; then the old owner can leave.
+    bob.post("/v1/rooms/club/transfer", json!({"user": "carol"}))
+        .await
+        .assert_error(403, "forbidden");
+    alice
+        .post("/v1/rooms/club/transfer", json!({"user": "zed"}))
+        .await
+        .assert_error(404, "not_found");
+    alice
+        .post("/v1/rooms/club/transfer", json!({"user": "carol"}))
+        .await
+        .assert_status(200);
+    assert_eq!(
+        carol.get("/v1/rooms/club").await.assert_status(200)["role"],
+        "owner"
+    );
+    alice
+        .post("/v1/rooms/club/leave", json!({}))
+        .await
+        .assert_status(200);
+    alice
+        .get("/v1/rooms/club")
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn messages_history_edit_react_delete_read_receipts() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    let bob = Api::user(s.http, "bob");
+    create(&alice, "chat", false).await.assert_status(201);
+    bob.post("/v1/rooms/chat/join", json!({}))
+        .await
+        .assert_status(200);
+
+    for i in 1..=5 {
+        let r = alice
+            .post("/v1/rooms/chat/messages", json!({"body": format!("m{i}")}))
+            .await;
+        assert_eq!(r.assert_status(201)["seq"], i);
+        assert_eq!(
+            r.header("location").unwrap(),
+            format!("/v1/rooms/chat/messages/{i}")
+        );
+    }
+    // History: newest page, oldest first; page back with before.
+    let r = bob.get("/v1/rooms/chat/messages?limit=2").await;
+    let p = r.assert_status(200);
+    let seqs: Vec<u64> = p["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!((seqs, p["more"].as_bool()), (vec![4, 5], Some(true)));
+    let r = bob.get("/v1/rooms/chat/messages?limit=10&before=4").await;
+    assert_eq!(
+        r.assert_status(200)["messages"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(r.json["more"], false);
+    bob.get("/v1/rooms/chat/messages?limit=201")
+        .await
+        .assert_error(400, "bad_request");
+    bob.get("/v1/rooms/chat/messages?before=0")
+        .await
+        .assert_error(400, "bad_request");
+    Api::user(s.http, "eve")
+        .get("/v1/rooms/chat/messages")
+        .await
+        .assert_status(200);
+    bob.get("/v1/rooms/nope/messages")
+        .await
+        .assert_error(404, "not_found");
+
+    // Send rules are the protocol's.
+    bob.post("/v1/rooms/chat/messages", json!({"body": ""}))
+        .await
+        .assert_error(400, "bad_request");
+    bob.post("/v1/rooms/chat/messages", json!({"body": "x".repeat(5001)}))
+        .await
+        .assert_error(400, "bad_request");
+    bob.post("/v1/rooms/chat/messages", json!({"body": "bell\u{7}"}))
+        .await
+        .assert_error(400, "bad_request");
+    bob.post(
+        "/v1/rooms/chat/messages",
+        json!({"body": "hi", "reply_to": 0}),
+    )
+    .await
+    .assert_error(400, "bad_request");
+    Api::user(s.http, "eve")
+        .post("/v1/rooms/chat/messages", json!({"body": "hi"}))
+        .await
+        .assert_error(403, "forbidden");
+
+    // Edit: the author only.
+    bob.patch("/v1/rooms/chat/messages/1", json!({"body": "not mine"}))
+        .await
+        .assert_error(403, "forbidden");
+    let r = alice
+        .patch("/v1/rooms/chat/messages/1", json!({"body": "m1, edited"}))
+        .await;
+    assert_eq!(r.assert_status(200)["seq"], 6);
+    // React and unreact (the emoji URL-encoded in the path).
+    bob.put(
+        "/v1/rooms/chat/messages/1/reactions/%F0%9F%91%8D",
+        json!({}),
+    )
+    .await
+    .assert_status(200);
+    let r = alice.get("/v1/rooms/chat/messages/1").await;
+    let m = r.assert_status(200);
+    assert_eq!(m["body"], "m1, edited");
+    assert!(m["edited_at"].is_u64());
+    assert_eq!(
+        m["reactions"],
+        json!([{"emoji": "👍", "count": 1, "me": false}])
+    );
+    bob.delete("/v1/rooms/chat/messages/1/reactions/%F0%9F%91%8D")
+        .await
+        .assert_status(200);
+    let r = alice.get("/v1/rooms/chat/messages/1").await;
+    assert!(r.assert_status(200).get("reactions").is_none());
+    alice
+        .get("/v1/rooms/chat/messages/999")
+        .await
+        .assert_error(404, "not_found");
+    alice
+        .get("/v1/rooms/chat/messages/0")
+        .await
+        .assert_error(400, "bad_request");
+    // Delete: the author or an admin; a tombstone stays.
+    bob.delete("/v1/rooms/chat/messages/2")
+        .await
+        .assert_error(403, "forbidden");
+    alice
+        .delete("/v1/rooms/chat/messages/2")
+        .await
+        .assert_status(200);
+    let r = bob.get("/v1/rooms/chat/messages/2").await;
+    assert_eq!(r.assert_status(200)["deleted"], true);
+
+    // Read pointer and receipts.
+    assert_eq!(
+        bob.get("/v1/rooms/chat").await.assert_status(200)["unread"],
+        4
+    );
+    let r = bob.put("/v1/rooms/chat/read", json!({"seq": 3})).await;
+    assert_eq!(r.assert_status(200)["unread"], 2);
+    let r = alice.get("/v1/rooms/chat/messages/3/receipts").await;
+    let readers = r.assert_status(200)["readers"].as_array().unwrap().clone();
+    assert!(readers.contains(&json!("bob")), "{readers:?}");
+    let r = alice.get("/v1/rooms/chat/messages/5/receipts").await;
+    assert!(!r.assert_status(200)["readers"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("bob")));
+}
+
+#[tokio::test]
+async fn sends_are_idempotent_by_local_id() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    create(&alice, "chat", false).await.assert_status(201);
+    let first = alice
+        .post(
+            "/v1/rooms/chat/messages",
+            json!({"body": "once", "local_id": "L1"}),
+        )
+        .await;
+    let first = first.assert_status(201).clone();
+    alice
+        .post("/v1/rooms/chat/messages", json!({"body": "other"}))
+        .await
+        .assert_status(201);
+    let retry = alice
+        .post(
+            "/v1/rooms/chat/messages",
+            json!({"body": "once", "local_id": "L1"}),
+        )
+        .await;
+    assert_eq!(
+        retry.assert_status(201),
+        &first,
+        "a retry returns the original"
+    );
+    let r = alice.get("/v1/rooms/chat/messages").await;
+    assert_eq!(
+        r.assert_status(200)["messages"].as_array().unwrap().len(),
+        2
+    );
+    alice
+        .post(
+            "/v1/rooms/chat/messages",
+            json!({"body": "x", "local_id": "y".repeat(65)}),
+        )
+        .await
+        .assert_error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn rest_sends_reach_tcp_and_websocket_subscribers_in_order() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    create(&alice, "live", false).await.assert_status(201);
+    let room = roomcast::ids::RoomId::new("live").unwrap();
+    let mut tcp = client_on(&s, Transport::Tcp, "bob").await;
+    let mut ws = client_on(&s, Transport::Ws, "carol").await;
+    tcp.join(&room).await.unwrap();
+    ws.join(&room).await.unwrap();
+    // REST sends interleaved with a socket send: one order for everyone.
+    for i in 1..=10u64 {
+        if i == 5 {
+            tcp.send(&room, "from the socket", None).await.unwrap();
+        } else {
+            alice
+                .post(
+                    "/v1/rooms/live/messages",
+                    json!({"body": format!("rest {i}")}),
+                )
+                .await
+                .assert_status(201);
+        }
+    }
+    for c in [&mut tcp, &mut ws] {
+        for i in 1..=10u64 {
+            let m = next_msg(c).await;
+            assert_eq!(m.seq, i);
+            if i == 5 {
+                assert_eq!(
+                    (m.from.as_str(), m.body.as_str()),
+                    ("bob", "from the socket")
+                );
+            } else {
+                assert_eq!((m.from.as_str(), m.body), ("alice", format!("rest {i}")));
+            }
+        }
+    }
+    // A REST join makes a member without leaving a subscription behind.
+    let dave = Api::user(s.http, "dave");
+    dave.post("/v1/rooms/live/join", json!({}))
+        .await
+        .assert_status(200);
+    dave.post("/v1/rooms/live/messages", json!({"body": "dave here"}))
+        .await
+        .assert_status(201);
+    assert_eq!(next_msg(&mut tcp).await.body, "dave here");
+}
+
+#[tokio::test]
+async fn rate_limited_requests_carry_headers() {
+    let s = TestServer::start_with(|c| c.limit_send = "1:2".parse().unwrap()).await;
+    let alice = Api::user(s.http, "alice");
+    create(&alice, "chat", false).await.assert_status(201);
+    for _ in 0..2 {
+        let r = alice
+            .post("/v1/rooms/chat/messages", json!({"body": "hi"}))
+            .await;
+        r.assert_status(201);
+        assert_eq!(r.header("ratelimit-limit"), Some("2"));
+        assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
+        assert_eq!(r.header("ratelimit-policy"), Some("2;w=2"));
+    }
+    let r = alice
+        .post("/v1/rooms/chat/messages", json!({"body": "hi"}))
+        .await;
+    r.assert_error(429, "rate_limited");
+    let ms = r.json["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(ms >= 1);
+    assert_eq!(
+        r.header("retry-after"),
+        Some(ms.div_ceil(1000).to_string().as_str())
+    );
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(r.header("ratelimit-limit"), Some("2"));
+    assert!(r.header("ratelimit-reset").is_some());
+}
+
+#[tokio::test]
+async fn favorites_direct_rooms_and_presence() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    create(&alice, "fav", false).await.assert_status(201);
+    let r = alice.post("/v1/direct", json!({"user": "bob"})).await;
+    let direct = r.assert_status(200)["room"].as_str().unwrap().to_string();
+    assert_eq!(r.json["peer"], "bob");
+    assert_eq!(r.header("location").unwrap(), format!("/v1/rooms/{direct}"));
+    let again = Api::user(s.http, "bob")
+        .post("/v1/direct", json!({"user": "alice"}))
+        .await;
+    assert_eq!(
+        again.assert_status(200)["room"].as_str().unwrap(),
+        direct,
+        "one room per pair"
+    );
+    alice
+        .post("/v1/direct", json!({"user": "alice"}))
+        .await
+        .assert_error(400, "bad_request");
+
+    assert_eq!(
+        alice.put("/v1/favorites/rooms/fav", json!({})).await.status,
+        204
+    );
+    assert_eq!(
+        alice.put("/v1/favorites/users/bob", json!({})).await.status,
+        204
+    );
+    let r = alice.get("/v1/favorites").await;
+    assert_eq!(
+        r.assert_status(200),
+        &json!({"rooms": ["fav"], "users": ["bob"]})
+    );
+    assert_eq!(alice.get("/v1/rooms/fav").await.json["favorite"], true);
+    assert_eq!(alice.delete("/v1/favorites/rooms/fav").await.status, 204);
+    assert_eq!(alice.delete("/v1/favorites/users/bob").await.status, 204);
+    assert_eq!(
+        alice.get("/v1/favorites").await.json,
+        json!({"rooms": [], "users": []})
+    );
+
+    let _bob = client_on(&s, Transport::Tcp, "bob").await;
+    let r = alice.get("/v1/presence?users=bob,carol").await;
+    let users = r.assert_status(200)["users"].as_array().unwrap().clone();
+    assert_eq!(users[0]["status"], "online");
+    assert_eq!(users[1]["status"], "offline");
+    alice
+        .get("/v1/presence")
+        .await
+        .assert_error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn api_keys_and_user_tokens_never_cross() {
+    let s = server().await;
+    let backend = Api::key(s.http, KEY);
+    let r = backend.get("/api/info").await;
+    assert_eq!(r.assert_status(200)["version"], env!("CARGO_PKG_VERSION"));
+    Api::key(s.http, OLD_KEY)
+        .get("/api/info")
+        .await
+        .assert_status(200);
+    Api::key(s.http, "backend-key-wrong-123456")
+        .get("/api/info")
+        .await
+        .assert_error(401, "unauthorized");
+    Api::anonymous(s.http)
+        .get("/api/info")
+        .await
+        .assert_error(401, "unauthorized");
+    // A user's JWT is not a key, in either header.
+    let jwt = common::token("alice");
+    Api::key(s.http, &jwt)
+        .get("/api/info")
+        .await
+        .assert_error(401, "unauthorized");
+    Api::user(s.http, "alice")
+        .get("/api/info")
+        .await
+        .assert_error(401, "unauthorized");
+    // A key is not a user token, in either header.
+    Api {
+        addr: s.http,
+        auth: common::http::Auth::Bearer(KEY.into()),
+    }
+    .get("/v1/rooms")
+    .await
+    .assert_error(401, "unauthorized");
+    backend
+        .get("/v1/rooms")
+        .await
+        .assert_error(401, "unauthorized");
+
+    // Without configured keys the server API is closed.
+    let closed = TestServer::start().await;
+    Api::key(closed.http, KEY)
+        .get("/api/info")
+        .await
+        .assert_error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn the_server_api_acts_as_users_under_the_same_rules() {
+    let s = server().await;
+    let backend = Api::key(s.http, KEY);
+    let r = backend
+        .post(
+            "/api/rooms",
+            json!({"owner": "bot", "name": "Support", "room": "support"}),
+        )
+        .await;
+    assert_eq!(r.assert_status(201)["room"], "support");
+    assert_eq!(r.header("location"), Some("/v1/rooms/support"));
+    let alice = Api::user(s.http, "alice");
+    assert_eq!(
+        alice.get("/v1/directory").await.json["rooms"][0]["room"],
+        "support"
+    );
+
+    // Members: added the way they could join; removed by leaving.
+    backend
+        .put("/api/rooms/support/members/alice", json!({}))
+        .await
+        .assert_status(200);
+    assert_eq!(
+        alice.get("/v1/rooms/support").await.assert_status(200)["role"],
+        "member"
+    );
+    let room = roomcast::ids::RoomId::new("support").unwrap();
+    let mut live = client_on(&s, Transport::Ws, "alice").await;
+    live.join(&room).await.unwrap();
+
+    // Publish as the bot, idempotent by local_id; non-members are refused.
+    let p = json!({"user": "bot", "body": "welcome", "local_id": "w1"});
+    let first = backend.post("/api/rooms/support/messages", p.clone()).await;
+    let first = first.assert_status(201).clone();
+    assert_eq!(
+        backend.post("/api/rooms/support/messages", p).await.json,
+        first
+    );
+    backend
+        .post(
+            "/api/rooms/support/messages",
+            json!({"user": "mallory", "body": "x"}),
+        )
+        .await
+        .assert_error(403, "forbidden");
+    let m = next_msg(&mut live).await;
+    assert_eq!(
+        (m.from.as_str(), m.body.as_str(), m.seq),
+        ("bot", "welcome", 1)
+    );
+
+    // Broadcast: per-room results.
+    backend
+        .post(
+            "/api/rooms",
+            json!({"owner": "bot", "name": "News", "room": "news"}),
+        )
+        .await
+        .assert_status(201);
+    let r = backend
+        .post(
+            "/api/broadcast",
+            json!({"rooms": ["support", "news", "ghost"], "user": "bot", "body": "update"}),
+        )
+        .await;
+    let results = r.assert_status(200)["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["sent"]["seq"], 2);
+    assert_eq!(results[1]["sent"]["seq"], 1);
+    assert_eq!(results[2]["error"]["error"], "not_found");
+    assert_eq!(next_msg(&mut live).await.body, "update");
+    backend
+        .post(
+            "/api/broadcast",
+            json!({"rooms": [], "user": "bot", "body": "x"}),
+        )
+        .await
+        .assert_error(400, "bad_request");
+
+    // Reads as a member.
+    let r = backend
+        .get("/api/rooms/support/messages?as=alice&limit=1")
+        .await;
+    assert_eq!(r.assert_status(200)["messages"][0]["body"], "update");
+    let r = backend.get("/api/rooms/support/presence?as=bot").await;
+    assert_eq!(r.assert_status(200)["online"], json!(["alice"]));
+    backend
+        .get("/api/rooms/support/messages")
+        .await
+        .assert_error(400, "bad_request");
+
+    backend
+        .delete("/api/rooms/support/members/alice")
+        .await
+        .assert_status(200);
+    alice
+        .get("/v1/rooms/support")
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_docs_page_are_served() {
+    let s = server().await;
+    let api = Api::anonymous(s.http);
+    let r = api.get("/openapi.json").await;
+    let doc = r.assert_status(200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/rooms",
+        "/v1/rooms/{room}",
+        "/v1/directory",
+        "/v1/direct",
+        "/v1/rooms/{room}/join",
+        "/v1/rooms/{room}/leave",
+        "/v1/rooms/{room}/members",
+        "/v1/rooms/{room}/presence",
+        "/v1/rooms/{room}/members/{user}",
+        "/v1/rooms/{room}/members/{user}/role",
+        "/v1/rooms/{room}/bans/{user}",
+        "/v1/rooms/{room}/transfer",
+        "/v1/rooms/{room}/invites",
+        "/v1/rooms/{room}/invites/{code}",
+        "/v1/rooms/{room}/messages",
+        "/v1/rooms/{room}/messages/{seq}",
+        "/v1/rooms/{room}/messages/{seq}/reactions/{emoji}",
+        "/v1/rooms/{room}/messages/{seq}/receipts",
+        "/v1/rooms/{room}/read",
+        "/v1/favorites",
+        "/v1/presence",
+        "/api/rooms",
+        "/api/rooms/{room}/messages",
+        "/api/broadcast",
+        "/api/rooms/{room}/members/{user}",
+        "/api/rooms/{room}/presence",
+        "/api/info",
+    ] {
+        assert!(paths.contains_key(p), "{p} is documented");
+    }
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["user_jwt"]["scheme"], "bearer");
+    assert_eq!(schemes["api_key"]["name"], "X-Api-Key");
+    let r = api.get("/docs/").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.raw).contains("swagger"),
+        "the docs page"
+    );
+}
