@@ -420,6 +420,32 @@ describe("reconnect, resume and the offline queue", () => {
     expect(c.user).toBe("gina");
     c.close();
   });
+
+  it("token callbacks: a failure is retried; unauthorized from the callback stops", async () => {
+    // The token service is down twice, then answers: the client keeps trying.
+    let calls = 0;
+    const flaky = () => {
+      if (++calls <= 2) throw new Error("token service unreachable");
+      return token("hana", 3600);
+    };
+    const c = Client.start({ ...opts(server, "hana"), token: flaky });
+    const failed: string[] = [];
+    c.on("reconnectFailed", (e) => failed.push(e.error.code));
+    await until(() => c.connected, "connected once the callback answers");
+    expect(failed).toEqual(["token", "token"]);
+    c.close();
+
+    // The callback says the user is signed out (a refresh token refused).
+    const d = Client.start({
+      ...opts(server, "ivan"),
+      token: () => {
+        throw new RoomcastError("unauthorized", "refresh token revoked");
+      },
+    });
+    const closed = await new Promise<ClientEvents["closed"]>((r) => d.on("closed", r));
+    expect(closed.error?.code).toBe("unauthorized");
+    expect(d.state).toBe("closed");
+  });
 });
 
 describe("wss://", () => {
