@@ -448,6 +448,69 @@ describe("reconnect, resume and the offline queue", () => {
   });
 });
 
+describe("roomcast's built-in accounts as the token source (the README's example)", () => {
+  // Access tokens of 2 s: every reconnect needs a refresh.
+  const server = new TestServer(["--accounts", "true", "--access-token-ttl-secs", "2"]);
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+
+  it("logs in, refreshes through /v1/auth/refresh across a restart, stops when revoked", async () => {
+    const base = server.base;
+    const post = (path: string, body: unknown) =>
+      fetch(`${base}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    expect(
+      (await post("/v1/auth/register", { username: "judy", password: "judy-password" })).status,
+    ).toBe(201);
+
+    // As in web/sdk/README.md.
+    let session = (await (
+      await post("/v1/auth/login", { username: "judy", password: "judy-password" })
+    ).json()) as { access_token: string; refresh_token: string };
+    let first = true;
+    let refreshes = 0;
+    const c = await Client.connect({
+      url: server.url,
+      WebSocket: Ws,
+      backoff: fast,
+      token: async () => {
+        if (first) {
+          first = false;
+          return session.access_token;
+        }
+        const res = await post("/v1/auth/refresh", { refresh_token: session.refresh_token });
+        if (res.status === 401) throw new RoomcastError("unauthorized", "log in again");
+        if (!res.ok) throw new Error(`refresh failed: ${res.status}`);
+        session = (await res.json()) as typeof session;
+        refreshes++;
+        return session.access_token;
+      },
+    });
+    expect(c.user).toBe("judy");
+
+    // Down past the token's lifetime: the refresh fails while the server is
+    // away (retried), then succeeds, and the client is back.
+    await server.kill();
+    await new Promise((r) => setTimeout(r, 2500));
+    await server.start();
+    await until(() => c.connected, "reconnected with a refreshed token");
+    expect(refreshes).toBeGreaterThanOrEqual(1);
+
+    // Logged out elsewhere: the refresh is refused and the client stops.
+    expect((await post("/v1/auth/logout", { refresh_token: session.refresh_token })).status).toBe(
+      204,
+    );
+    const closed = new Promise<ClientEvents["closed"]>((r) => c.on("closed", r));
+    await server.kill();
+    await new Promise((r) => setTimeout(r, 2500));
+    await server.start();
+    expect((await closed).error?.code).toBe("unauthorized");
+  });
+});
+
 describe("wss://", () => {
   const server = new TestServer([], { https: true });
   beforeAll(() => server.start());
