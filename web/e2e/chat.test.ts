@@ -420,6 +420,26 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
         .poll(() => first.getByTestId("me").textContent(), { timeout: WAIT })
         .toBe("dora");
       expect(await first.getByTestId("me-name").textContent()).toBe("Dora D.");
+
+      // The password changed on another device revokes this browser's refresh
+      // token: at its next refresh the page ends the session and says why.
+      const login = await fetch(`${short.base}/v1/auth/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "dora", password: "dora-new-password" }),
+      });
+      const { access_token } = (await login.json()) as { access_token: string };
+      const changed = await fetch(`${short.base}/v1/auth/password`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${access_token}` },
+        body: JSON.stringify({ current_password: "dora-new-password", new_password: "dora-third" }),
+      });
+      expect(changed.status).toBe(200);
+      await expect
+        .poll(() => first.getByTestId("session-error").textContent(), { timeout: WAIT })
+        .toContain("Your session ended");
+      expect(await first.getByTestId("account-form").count()).toBe(1);
+      await shot(first, "13-session-ended");
       await context.close();
     } finally {
       await short.stop();

@@ -152,6 +152,10 @@ const signedOut = () => new RoomcastError("unauthorized", "signed out; log in ag
 /** A signed-in account: the SDK's token callback, the profile, log out. */
 export class AccountSession implements SignedIn {
   private timer?: ReturnType<typeof setTimeout>;
+  /** Called once the server refused the refresh token (logged out or the
+   *  password changed elsewhere): the session is over, even if the socket,
+   *  authenticated at `hello`, is still open. */
+  onEnded?: (reason: string) => void;
   constructor(readonly user: string) {}
 
   /** The SDK's token callback. */
@@ -178,6 +182,7 @@ export class AccountSession implements SignedIn {
       } catch (e) {
         if (e instanceof RoomcastError && e.code === "unauthorized") {
           await forget();
+          this.onEnded?.(e.message);
           throw new RoomcastError("unauthorized", e.message);
         }
         throw e; // unreachable or busy: the SDK retries after a backoff

@@ -895,6 +895,12 @@ async function main() {
     void account.keepFresh();
     // Logged out (or in as someone else) in another tab: follow it.
     onSessionChange(account.user, () => location.reload());
+    // Signed out by the server (a password change elsewhere): back to the form.
+    account.onEnded = (reason) => {
+      sessionStorage.setItem(ERROR_KEY, `Your session ended (${reason}). Log in again.`);
+      client.close();
+      location.reload();
+    };
     account.displayName().then(
       (name) => {
         myName = name ?? "";
