@@ -232,6 +232,15 @@ pub struct Config {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub web_chat: bool,
 
+    /// The web chat also offers a form to paste a JWT (from `roomcast token` or
+    /// your identity provider). Off: it offers the built-in accounts' forms when
+    /// `--accounts true`, else it only says how to get a token. A page setting,
+    /// not a security boundary: `/ws` takes any valid JWT either way.
+    #[arg(long, env = "ROOMCAST_WEB_CHAT_DEV_TOKEN", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub web_chat_dev_token: bool,
+
     /// Keys of the server API (`/api/...`, header `X-Api-Key`) for app backends,
     /// comma-separated; give several to rotate (add the new key, move the
     /// backends, drop the old one). Empty: the server API refuses every request.
@@ -918,6 +927,7 @@ mod tests {
             config: Config,
         }
         assert!(Config::for_tests("/tmp/x").web_chat);
+        assert!(!Config::for_tests("/tmp/x").web_chat_dev_token);
         for (v, on) in [
             ("off", false),
             ("no", false),

@@ -7,6 +7,15 @@
 //!
 //! `include_bytes!` rather than `rust-embed`: three files known at compile
 //! time need no proc macro, directory walking or extra dependencies.
+//!
+//! `GET /chat-config.json` tells the page how people sign in on this server:
+//! `{"accounts": bool, "dev_token": bool}`; the first is `--accounts`
+//! (register and log in forms on `/v1/auth`), the second
+//! `--web-chat-dev-token` (a form to paste a JWT). With neither, the page
+//! explains that tokens come from the operator's identity provider. A JSON
+//! route rather than values written into `index.html`: the HTML stays a
+//! constant embedded file with one ETag, the strict CSP needs no inline
+//! script, and the answer is testable on its own.
 
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, REFERRER_POLICY,
@@ -15,7 +24,8 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 
@@ -50,8 +60,17 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: https:; connect-src 'self' ws: wss:; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
+/// How the page offers sign-in (`GET /chat-config.json`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SignIn {
+    /// Built-in accounts are on (`--accounts`): register and log in forms.
+    pub accounts: bool,
+    /// A form to paste a JWT (`--web-chat-dev-token`).
+    pub dev_token: bool,
+}
+
 /// The chat's routes, or none when `enabled` is false.
-pub fn router(enabled: bool) -> Router {
+pub fn router(enabled: bool, sign_in: SignIn) -> Router {
     if !enabled {
         return Router::new();
     }
@@ -65,6 +84,20 @@ pub fn router(enabled: bool) -> Router {
             "/app.css",
             get(|h: HeaderMap| async move { serve(&APP_CSS, &h) }),
         )
+        .route(
+            "/chat-config.json",
+            get(move || async move { config(sign_in) }),
+        )
+}
+
+fn config(sign_in: SignIn) -> Response {
+    let body = json!({ "accounts": sign_in.accounts, "dev_token": sign_in.dev_token });
+    // Flags change with a restart, and a stale answer would show the wrong forms.
+    let headers = [
+        (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ];
+    (headers, Json(body)).into_response()
 }
 
 fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {

@@ -86,3 +86,38 @@ async fn off_with_the_flag() {
     assert_eq!(status, 404);
     server.stop().await;
 }
+
+/// `/chat-config.json` tells the page which sign-in forms to show.
+#[tokio::test]
+async fn the_config_names_the_sign_in_modes() {
+    let parse =
+        |body: Vec<u8>| -> serde_json::Value { serde_json::from_slice(&body).expect("json") };
+    let mut server = TestServer::start().await;
+    let (status, head, body) = get(server.http, "/chat-config.json", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "content-type"), Some("application/json"));
+    assert_eq!(header(&head, "cache-control"), Some("no-store"));
+    assert_eq!(
+        parse(body),
+        serde_json::json!({"accounts": false, "dev_token": false}),
+        "by default: neither form, the page explains where tokens come from"
+    );
+    server.stop().await;
+
+    let mut server = TestServer::start_with(|c| {
+        c.accounts = true;
+        c.web_chat_dev_token = true;
+    })
+    .await;
+    let (_, _, body) = get(server.http, "/chat-config.json", "").await;
+    assert_eq!(
+        parse(body),
+        serde_json::json!({"accounts": true, "dev_token": true})
+    );
+    server.stop().await;
+
+    let mut server = TestServer::start_with(|c| c.web_chat = false).await;
+    let (status, _, _) = get(server.http, "/chat-config.json", "").await;
+    assert_eq!(status, 404, "no chat, no config");
+    server.stop().await;
+}

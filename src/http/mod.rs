@@ -63,7 +63,11 @@ pub async fn serve<L>(
     L: Listener<Addr = SocketAddr>,
 {
     let limits = crate::transport::http::HttpLimits::from_config(&core.config);
-    let app = crate::webchat::router(core.config.web_chat)
+    let sign_in = crate::webchat::SignIn {
+        accounts: core.accounts.is_some(),
+        dev_token: core.config.web_chat_dev_token,
+    };
+    let app = crate::webchat::router(core.config.web_chat, sign_in)
         .merge(router(core.clone()))
         .merge(crate::http_ops::router(core))
         .merge(crate::transport::ws::router(bridge));

@@ -1,8 +1,11 @@
 // End to end in a real Chromium (Debian's, driven by playwright-core): two
-// browser contexts sign in to the chat the server serves at `/`, chat, see
-// typing and presence; the server is killed and restarted mid-conversation
-// and both pages recover with nothing lost or duplicated; a message sent
-// while disconnected is delivered once. Screenshots go to e2e/artifacts/.
+// browser contexts register and log in through the chat's own forms (the
+// server's built-in accounts), chat, see typing and presence; the server is
+// killed and restarted mid-conversation and both pages recover with nothing
+// lost or duplicated; a message sent while disconnected is delivered once.
+// Also: tokens refreshed across tabs, log out, the sign-in screen without
+// accounts and with the development token form. Screenshots go to
+// e2e/artifacts/.
 
 import { existsSync, mkdirSync } from "node:fs";
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -22,22 +25,40 @@ if (!haveChromium) {
   console.log(`SKIP: ${CHROMIUM} not found (apt-get install chromium)`);
 }
 
-const server = new TestServer();
+// Built-in accounts on; a login limit the repeated logins of the tests fit in.
+const ACCOUNTS = ["--accounts", "true", "--limit-login", "50:100"];
+const server = new TestServer(ACCOUNTS);
 let browser: Browser;
+/** Users registered, per server base URL. */
+const registered = new Map<string, Set<string>>();
+const password = (user: string) => `${user}-correct-horse`;
 
 async function shot(page: Page, name: string) {
   await page.screenshot({ path: `${ARTIFACTS}${name}.png`, fullPage: true });
 }
 
-async function signIn(user: string): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+/** A new browser context on `base` whose user registers through the form
+ *  the first time and logs in through it afterwards. */
+async function signIn(user: string, base = server.base, options = {}): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 }, ...options });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${user}] page error:`, e));
-  await page.goto(server.base + "/");
-  await page.getByTestId("token").fill(token(user));
-  if (user === "alice") await shot(page, "01-sign-in");
-  await page.getByTestId("signin").click();
+  await page.goto(base + "/");
+  const known = registered.get(base) ?? new Set<string>();
+  registered.set(base, known);
+  if (!known.has(user)) {
+    await page.getByTestId("account-toggle").click();
+    await page
+      .getByTestId("account-display-name")
+      .fill(`${user[0]!.toUpperCase()}${user.slice(1)} Example`);
+  }
+  await page.getByTestId("account-username").fill(user);
+  await page.getByTestId("account-password").fill(password(user));
+  if (user === "alice" && base === server.base)
+    await shot(page, known.has(user) ? "01-log-in" : "01-register");
+  await page.getByTestId("account-submit").click();
   await expect.poll(() => page.getByTestId("me").textContent(), { timeout: WAIT }).toBe(user);
+  known.add(user);
   return page;
 }
 
@@ -239,19 +260,13 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
     await context.close();
   });
   it("works over https:// and wss://", async () => {
-    const secure = new TestServer([], { https: true });
+    const secure = new TestServer(ACCOUNTS, { https: true });
     await secure.start();
     try {
       const pages: Page[] = [];
       for (const user of ["alice", "bob"]) {
         // The server's generated certificate is self-signed.
-        const context = await browser.newContext({ ignoreHTTPSErrors: true });
-        const page = await context.newPage();
-        await page.goto(`https://${secure.https}/`);
-        await page.getByTestId("token").fill(token(user));
-        await page.getByTestId("signin").click();
-        await expect.poll(() => page.getByTestId("me").textContent(), { timeout: WAIT }).toBe(user);
-        pages.push(page);
+        pages.push(await signIn(user, `https://${secure.https}`, { ignoreHTTPSErrors: true }));
       }
       const [alice, bob] = pages as [Page, Page];
       await alice.getByTestId("create-input").fill("Tls");
@@ -269,17 +284,166 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
       await secure.stop();
     }
   });
-  it("a refused token goes back to the sign-in screen with the reason", async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await page.goto(server.base + "/");
-    await page.getByTestId("token").fill(token("mallory", 3600, "not-the-secret-not-the-secret"));
-    await page.getByTestId("signin").click();
-    await expect
-      .poll(() => page.getByTestId("session-error").textContent(), { timeout: WAIT })
-      .toContain("unauthorized");
-    await shot(page, "07-token-refused");
-    await context.close();
+  it("without accounts the page says where tokens come from; the token form only when enabled", async () => {
+    const plain = new TestServer();
+    const dev = new TestServer(["--web-chat-dev-token", "true"]);
+    await Promise.all([plain.start(), dev.start()]);
+    try {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(plain.base + "/");
+      await expect
+        .poll(() => page.getByTestId("signin-help").textContent(), { timeout: WAIT })
+        .toContain("identity provider");
+      expect(await page.getByTestId("account-form").count()).toBe(0);
+      expect(await page.getByTestId("token").count()).toBe(0);
+      await shot(page, "07-no-accounts");
+
+      // --web-chat-dev-token true: the paste form, and no account form.
+      await page.goto(dev.base + "/");
+      await page.getByTestId("token").fill(token("mallory", 3600, "not-the-secret-not-the-secret"));
+      expect(await page.getByTestId("account-form").count()).toBe(0);
+      await page.getByTestId("signin").click();
+      await expect
+        .poll(() => page.getByTestId("session-error").textContent(), { timeout: WAIT })
+        .toContain("unauthorized");
+      await shot(page, "08-token-refused");
+      await page.getByTestId("token").fill(token("trent"));
+      await page.getByTestId("signin").click();
+      await expect
+        .poll(() => page.getByTestId("me").textContent(), { timeout: WAIT })
+        .toBe("trent");
+      await context.close();
+    } finally {
+      await Promise.all([plain.stop(), dev.stop()]);
+    }
+  });
+  it("accounts: tokens refreshed once across tabs, profile and password, log out everywhere, form errors", async () => {
+    // Access tokens of 2 s: every page refreshes many times during the test.
+    const short = new TestServer([...ACCOUNTS, "--access-token-ttl-secs", "2"]);
+    await short.start();
+    try {
+      const first = await signIn("dora", short.base);
+      expect(await first.getByTestId("me-name").textContent()).toBe("Dora Example");
+      const context = first.context();
+      const refreshes: number[] = [];
+      context.on("requestfinished", (r) => {
+        if (r.url().endsWith("/v1/auth/refresh"))
+          void r.response().then((a) => refreshes.push(a?.status() ?? 0));
+      });
+      // A second tab of the same browser: signed in from the stored session.
+      const second = await context.newPage();
+      await second.goto(short.base + "/");
+      await expect
+        .poll(() => second.getByTestId("me").textContent(), { timeout: WAIT })
+        .toBe("dora");
+
+      // Both tabs keep their tokens fresh; a spent refresh token presented
+      // twice would sign dora out everywhere, so the tabs take turns (Web Locks).
+      await expect.poll(() => refreshes.length, { timeout: WAIT }).toBeGreaterThanOrEqual(4);
+      expect(refreshes.every((s) => s === 200)).toBe(true);
+      // A reconnect after the server restarts uses a fresh token.
+      await short.kill();
+      await new Promise((r) => setTimeout(r, 2500)); // past the access token's lifetime
+      await short.start();
+      for (const page of [first, second]) {
+        await expect
+          .poll(() => page.getByTestId("banner").getAttribute("data-state"), { timeout: WAIT })
+          .toBe("connected");
+        expect(await page.getByTestId("me").textContent()).toBe("dora");
+      }
+      expect(refreshes.every((s) => s === 200)).toBe(true);
+
+      // Profile and password from the account panel.
+      await first.getByTestId("account").click();
+      await first.getByTestId("profile-display-name").fill("Dora D.");
+      await first.getByTestId("save-profile").click();
+      await expect
+        .poll(() => first.getByTestId("me-name").textContent(), { timeout: WAIT })
+        .toBe("Dora D.");
+      await first.getByTestId("current-password").fill(password("dora"));
+      await first.getByTestId("new-password").fill("dora-new-password");
+      await first.getByTestId("change-password").click();
+      await expect
+        .poll(() => first.getByTestId("account-status").textContent(), { timeout: WAIT })
+        .toContain("Password changed");
+      await shot(first, "12-account");
+      // The change revoked every other refresh token; both tabs go on with the new ones.
+      const before = refreshes.length;
+      await expect.poll(() => refreshes.length, { timeout: WAIT }).toBeGreaterThan(before + 1);
+      expect(refreshes.every((s) => s === 200)).toBe(true);
+      expect(await second.getByTestId("me").textContent()).toBe("dora");
+
+      // Log out in one tab: the refresh token is revoked and the other tab follows.
+      const stored = await first.evaluate(
+        () =>
+          new Promise<string>((resolve) => {
+            const open = indexedDB.open("roomcast.session");
+            open.onsuccess = () => {
+              const get = open.result.transaction("session").objectStore("session").get("current");
+              get.onsuccess = () => resolve((get.result as { refresh: string }).refresh);
+            };
+          }),
+      );
+      await first.getByTestId("signout").click();
+      for (const page of [first, second]) {
+        await expect
+          .poll(() => page.getByTestId("account-form").count(), { timeout: WAIT })
+          .toBe(1);
+      }
+      const after = await fetch(`${short.base}/v1/auth/refresh`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ refresh_token: stored }),
+      });
+      expect(after.status).toBe(401);
+
+      // A taken name; the old password; the new one.
+      await first.getByTestId("account-toggle").click();
+      await first.getByTestId("account-username").fill("dora");
+      await first.getByTestId("account-password").fill("another-password");
+      await first.getByTestId("account-submit").click();
+      await expect
+        .poll(() => first.getByTestId("account-error").textContent(), { timeout: WAIT })
+        .toBe("That user name is taken.");
+      await first.getByTestId("account-toggle").click();
+      await first.getByTestId("account-username").fill("dora");
+      await first.getByTestId("account-password").fill(password("dora"));
+      await first.getByTestId("account-submit").click();
+      await expect
+        .poll(() => first.getByTestId("account-error").textContent(), { timeout: WAIT })
+        .toBe("Wrong user name or password.");
+      await shot(first, "11-wrong-password");
+      await first.getByTestId("account-password").fill("dora-new-password");
+      await first.getByTestId("account-submit").click();
+      await expect
+        .poll(() => first.getByTestId("me").textContent(), { timeout: WAIT })
+        .toBe("dora");
+      expect(await first.getByTestId("me-name").textContent()).toBe("Dora D.");
+
+      // The password changed on another device revokes this browser's refresh
+      // token: at its next refresh the page ends the session and says why.
+      const login = await fetch(`${short.base}/v1/auth/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "dora", password: "dora-new-password" }),
+      });
+      const { access_token } = (await login.json()) as { access_token: string };
+      const changed = await fetch(`${short.base}/v1/auth/password`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${access_token}` },
+        body: JSON.stringify({ current_password: "dora-new-password", new_password: "dora-third" }),
+      });
+      expect(changed.status).toBe(200);
+      await expect
+        .poll(() => first.getByTestId("session-error").textContent(), { timeout: WAIT })
+        .toContain("Your session ended");
+      expect(await first.getByTestId("account-form").count()).toBe(1);
+      await shot(first, "13-session-ended");
+      await context.close();
+    } finally {
+      await short.stop();
+    }
   });
   it("history paging, unread counts, replies, edits, deletions and direct messages", async () => {
     const alice = await signIn("alice");
@@ -319,7 +483,7 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
         timeout: WAIT,
       })
       .toBe("1");
-    await shot(bob, "08-unread");
+    await shot(bob, "09-unread");
     await bob.getByTestId("room-Busy").click();
     await expect.poll(() => bob.getByTestId("room-Busy").getByTestId("unread").count()).toBe(0);
 
@@ -358,7 +522,7 @@ describe.skipIf(!haveChromium)("the web chat in Chromium", () => {
       .toBe("1");
     await bob.getByTestId("room-alice").click();
     await expect.poll(() => bodies(bob), { timeout: WAIT }).toEqual(["just between us"]);
-    await shot(bob, "09-direct");
+    await shot(bob, "10-direct");
     await alice.context().close();
     await bob.context().close();
   });

@@ -12,7 +12,8 @@ import {
   type Status,
 } from "@roomcast/client";
 import { clear, fill, h } from "./dom.js";
-import { methods, signIn, tokenUser, type SignedIn } from "./signin.js";
+import { AccountSession, accountPanel, onSessionChange } from "./accounts.js";
+import { loadConfig, restore, signIn, type SignedIn } from "./signin.js";
 
 interface Room {
   id: string;
@@ -40,6 +41,8 @@ const REACTIONS = ["👍", "❤️", "😂"];
 
 let client: Client;
 let me = "";
+/** The display name of an account, when it has one. */
+let myName = "";
 let connState: ConnectionState = "connecting";
 const rooms = new Map<string, Room>();
 const presence = new Map<string, Status>();
@@ -78,6 +81,7 @@ const layout = {
     "aria-label": "Message",
   }),
   notice: h("div", { class: "notice", "data-testid": "notice" }),
+  account: h("div", { hidden: true }),
 };
 
 function dot(user: string) {
@@ -103,7 +107,12 @@ function draw() {
   layout.banner.hidden = connState === "connected";
   layout.banner.dataset.state = connState;
 
-  layout.me.replaceChildren(dot(me), h("strong", { "data-testid": "me" }, me));
+  fill(
+    layout.me,
+    dot(me),
+    myName ? h("span", { class: "me-name", "data-testid": "me-name" }, myName) : null,
+    h(myName ? "span" : "strong", { class: myName ? "muted" : "", "data-testid": "me" }, me),
+  );
 
   const sorted = [...rooms.values()].sort((a, b) => (b.last?.ts ?? 0) - (a.last?.ts ?? 0));
   layout.list.replaceChildren(
@@ -553,6 +562,7 @@ function wire() {
   client.on("queue", render);
   client.on("connected", (c) => {
     me = c.user;
+    presence.set(me, "online"); // before any room tells
     notice = "";
     render();
   });
@@ -720,18 +730,44 @@ function shell(session: SignedIn) {
           { class: "side-head" },
           layout.me,
           h(
-            "button",
-            {
-              class: "link",
-              "data-testid": "signout",
-              onclick: () => {
-                session.signOut();
-                location.reload();
+            "div",
+            { class: "side-actions" },
+            session instanceof AccountSession
+              ? h(
+                  "button",
+                  {
+                    class: "link",
+                    "data-testid": "account",
+                    title: "Display name and password",
+                    onclick: () => {
+                      layout.account.hidden = !layout.account.hidden;
+                      if (!layout.account.hidden)
+                        layout.account.replaceChildren(
+                          accountPanel(session, myName, (n) => {
+                            myName = n;
+                            render();
+                          }),
+                        );
+                    },
+                  },
+                  "Account",
+                )
+              : null,
+            h(
+              "button",
+              {
+                class: "link",
+                "data-testid": "signout",
+                onclick: () => {
+                  client.close();
+                  void Promise.resolve(session.signOut()).finally(() => location.reload());
+                },
               },
-            },
-            "Sign out",
+              "Sign out",
+            ),
           ),
         ),
+        layout.account,
         h(
           "label",
           {},
@@ -801,12 +837,11 @@ function shell(session: SignedIn) {
  *  token, or undefined once connected or once it is clear the server is
  *  merely unreachable (the chat then opens offline, behind the banner). */
 function start(session: SignedIn): Promise<RoomcastError | undefined> {
-  const token = session.token;
-  const user = typeof token === "string" ? tokenUser(token) : undefined;
+  const user = session.user;
   me = user ?? "";
   client = Client.start({
     url: wsUrl,
-    token,
+    token: session.token,
     syncRooms: true,
     storage: indexedDbStorage(user ?? "default"),
   });
@@ -825,27 +860,55 @@ function start(session: SignedIn): Promise<RoomcastError | undefined> {
   });
 }
 
+const ERROR_KEY = "roomcast.signinError";
+
 async function main() {
-  let session = methods.map((m) => m.restore()).find(Boolean);
-  let error: string | undefined;
+  const config = await loadConfig();
+  let session = await restore(config);
+  // A session that ended while the page was open (see below) left its reason.
+  let error = sessionStorage.getItem(ERROR_KEY) ?? undefined;
+  sessionStorage.removeItem(ERROR_KEY);
   for (;;) {
-    session ??= await signIn(root, error);
+    session ??= await signIn(root, config, error);
     const refused = await start(session);
     if (!refused) break;
     client.close();
-    session.signOut();
+    await session.signOut();
+    error =
+      session instanceof AccountSession
+        ? `Your session ended (${refused.message}). Log in again.`
+        : `The server refused the token (${refused.message}).`;
     session = undefined;
-    error = `The server refused the token (${refused.message}).`;
   }
   connState = client.state;
   wire();
-  // A token refused later (a fixed token after a server secret change): sign in again.
+  // A token refused later (a fixed token after a server secret change, a
+  // refresh token revoked by a password change elsewhere): sign in again.
   client.on("closed", (c) => {
     if (c.error?.code === "unauthorized") {
-      session?.signOut();
-      location.reload();
+      sessionStorage.setItem(ERROR_KEY, `Your session ended (${c.error.message}). Sign in again.`);
+      void Promise.resolve(session?.signOut()).finally(() => location.reload());
     }
   });
+  if (session instanceof AccountSession) {
+    const account = session;
+    void account.keepFresh();
+    // Logged out (or in as someone else) in another tab: follow it.
+    onSessionChange(account.user, () => location.reload());
+    // Signed out by the server (a password change elsewhere): back to the form.
+    account.onEnded = (reason) => {
+      sessionStorage.setItem(ERROR_KEY, `Your session ended (${reason}). Log in again.`);
+      client.close();
+      location.reload();
+    };
+    account.displayName().then(
+      (name) => {
+        myName = name ?? "";
+        render();
+      },
+      () => {},
+    ); // offline at start: the user id is shown meanwhile
+  }
   shell(session);
   render();
   const hash = new URLSearchParams(location.hash.slice(1));

@@ -17,7 +17,9 @@ export interface ClientOptions {
   /** `ws://host:7480/ws` or `wss://host:7481/ws`. */
   url: string;
   /** A JWT, or a callback returning one (called before the cached token
-   *  expires and after `unauthorized`). */
+   *  expires and after `unauthorized`). A callback that throws is asked again
+   *  after a backoff, unless it throws a `RoomcastError` with code
+   *  `unauthorized`: the user is signed out and the client stops. */
   token: string | TokenCallback;
   /** The WebSocket constructor; default `globalThis.WebSocket` (pass `ws` in Node). */
   WebSocket?: WebSocketConstructor;
@@ -101,6 +103,8 @@ export class Client extends Emitter<ClientEvents> {
   private readonly opts: ClientOptions;
   private readonly Ws: WebSocketConstructor;
   private readonly tokens: TokenSource;
+  /** The error of a token callback that threw `unauthorized`: stop. */
+  private signedOut?: RoomcastError;
   private readonly tracker = new RoomTracker();
   private readonly queue: SendQueue;
   private conn?: Connection;
@@ -292,14 +296,17 @@ export class Client extends Emitter<ClientEvents> {
     }
   }
 
-  /** Answers no reconnect can fix. */
+  /** Answers no reconnect can fix: an unsupported version, a fixed token the
+   *  server refused, or a token callback that threw `unauthorized` (the app
+   *  says the user is signed out). A callback that failed otherwise (the
+   *  token service unreachable) is retried like a lost connection. */
   private fatal(e: RoomcastError): boolean {
     if (e.code === "unsupported_version") return true;
     if (e.code === "unauthorized") {
-      if (!this.tokens.refreshable) return true;
+      if (!this.tokens.refreshable || e === this.signedOut) return true;
       this.tokens.invalidate();
     }
-    return e.code === "token";
+    return false;
   }
 
   private async connectOnce(): Promise<[Connection, F.Welcome]> {
@@ -308,6 +315,10 @@ export class Client extends Emitter<ClientEvents> {
     try {
       token = await this.tokens.get();
     } catch (e) {
+      if (e instanceof RoomcastError && e.code === "unauthorized") {
+        this.signedOut = new RoomcastError("unauthorized", `the token callback: ${e.message}`);
+        throw this.signedOut;
+      }
       throw new RoomcastError("token", `the token callback failed: ${String(e)}`);
     }
     const conn = await Connection.open(this.Ws, this.opts.url, timeout);

@@ -420,6 +420,95 @@ describe("reconnect, resume and the offline queue", () => {
     expect(c.user).toBe("gina");
     c.close();
   });
+
+  it("token callbacks: a failure is retried; unauthorized from the callback stops", async () => {
+    // The token service is down twice, then answers: the client keeps trying.
+    let calls = 0;
+    const flaky = () => {
+      if (++calls <= 2) throw new Error("token service unreachable");
+      return token("hana", 3600);
+    };
+    const c = Client.start({ ...opts(server, "hana"), token: flaky });
+    const failed: string[] = [];
+    c.on("reconnectFailed", (e) => failed.push(e.error.code));
+    await until(() => c.connected, "connected once the callback answers");
+    expect(failed).toEqual(["token", "token"]);
+    c.close();
+
+    // The callback says the user is signed out (a refresh token refused).
+    const d = Client.start({
+      ...opts(server, "ivan"),
+      token: () => {
+        throw new RoomcastError("unauthorized", "refresh token revoked");
+      },
+    });
+    const closed = await new Promise<ClientEvents["closed"]>((r) => d.on("closed", r));
+    expect(closed.error?.code).toBe("unauthorized");
+    expect(d.state).toBe("closed");
+  });
+});
+
+describe("roomcast's built-in accounts as the token source (the README's example)", () => {
+  // Access tokens of 2 s: every reconnect needs a refresh.
+  const server = new TestServer(["--accounts", "true", "--access-token-ttl-secs", "2"]);
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+
+  it("logs in, refreshes through /v1/auth/refresh across a restart, stops when revoked", async () => {
+    const base = server.base;
+    const post = (path: string, body: unknown) =>
+      fetch(`${base}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    expect(
+      (await post("/v1/auth/register", { username: "judy", password: "judy-password" })).status,
+    ).toBe(201);
+
+    // As in web/sdk/README.md.
+    let session = (await (
+      await post("/v1/auth/login", { username: "judy", password: "judy-password" })
+    ).json()) as { access_token: string; refresh_token: string };
+    let first = true;
+    let refreshes = 0;
+    const c = await Client.connect({
+      url: server.url,
+      WebSocket: Ws,
+      backoff: fast,
+      token: async () => {
+        if (first) {
+          first = false;
+          return session.access_token;
+        }
+        const res = await post("/v1/auth/refresh", { refresh_token: session.refresh_token });
+        if (res.status === 401) throw new RoomcastError("unauthorized", "log in again");
+        if (!res.ok) throw new Error(`refresh failed: ${res.status}`);
+        session = (await res.json()) as typeof session;
+        refreshes++;
+        return session.access_token;
+      },
+    });
+    expect(c.user).toBe("judy");
+
+    // Down past the token's lifetime: the refresh fails while the server is
+    // away (retried), then succeeds, and the client is back.
+    await server.kill();
+    await new Promise((r) => setTimeout(r, 2500));
+    await server.start();
+    await until(() => c.connected, "reconnected with a refreshed token");
+    expect(refreshes).toBeGreaterThanOrEqual(1);
+
+    // Logged out elsewhere: the refresh is refused and the client stops.
+    expect((await post("/v1/auth/logout", { refresh_token: session.refresh_token })).status).toBe(
+      204,
+    );
+    const closed = new Promise<ClientEvents["closed"]>((r) => c.on("closed", r));
+    await server.kill();
+    await new Promise((r) => setTimeout(r, 2500));
+    await server.start();
+    expect((await closed).error?.code).toBe("unauthorized");
+  });
 });
 
 describe("wss://", () => {
