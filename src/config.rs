@@ -555,6 +555,13 @@ pub struct Config {
     /// Log format on stderr: `text` (human) or `json` (one object per line).
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Browser origins allowed to call the HTTP API cross-origin (CORS),
+    /// comma-separated, e.g. `https://app.example.com`; `*` allows any. Empty
+    /// (the default): no CORS headers, so browsers allow same-origin pages only.
+    #[arg(long, env = "ROOMCAST_CORS_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 impl Config {
@@ -699,6 +706,7 @@ impl Config {
             self.accounts_hash_concurrency > 0,
             "accounts_hash_concurrency must be positive"
         );
+        crate::http::cors::check_origins(&self.cors_origins)?;
         Ok(())
     }
 }

@@ -53,6 +53,8 @@ pub struct Core {
     /// Connections per user on this node.
     pub user_connections: Arc<Caps<crate::ids::UserId>>,
     sessions: AtomicU64,
+    /// Admitted sessions per user on this node (the server API's disconnect).
+    pub registry: Arc<crate::conn::registry::Registry>,
 }
 
 impl Core {
@@ -260,6 +262,7 @@ impl Server {
             unauthenticated: Caps::new(config.max_unauthenticated_per_addr),
             user_connections: Caps::new(config.max_connections_per_user),
             sessions: AtomicU64::new(0),
+            registry: crate::conn::registry::Registry::new(),
             config,
         });
         if core.config.malloc_trim_secs > 0 {

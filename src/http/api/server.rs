@@ -1,7 +1,8 @@
 //! The server API for app backends (`/api/...`, `X-Api-Key`): the backend owns
 //! identity, so it acts *as* a user it names, and every action runs as that
 //! user's protocol request through the same rules (membership, permissions,
-//! rate limits, `local_id` idempotency). Plus node information.
+//! rate limits, `local_id` idempotency). Plus disconnecting a user's
+//! connections and node information.
 
 use super::extract::{Backend, Json, Path, Query};
 use super::members::{join_as, leave_as, presence_as, JoinWith, Joined, RoomPresence};
@@ -35,6 +36,7 @@ pub fn routes() -> OpenApiRouter<Arc<Core>> {
         .routes(routes!(add_member, remove_member))
         .routes(routes!(room_presence))
         .routes(routes!(room_history))
+        .routes(routes!(disconnect))
         .routes(routes!(info))
 }
 
@@ -282,6 +284,34 @@ async fn room_history(
         limit: q.limit,
     };
     history_as(&core, &q.as_user, room, page).await
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Disconnected {
+    pub user: UserId,
+    /// Connections of the user on this node that were told to close.
+    pub disconnected: u64,
+}
+
+/// Disconnect every protocol connection (TCP, TLS, QUIC, WebSocket) of a user
+/// on this node: each gets an `error` frame `unauthorized` with `close: true`
+/// and is closed. Not a ban: a client with a valid token may connect again.
+#[utoipa::path(post, path = "/api/users/{user}/disconnect", tag = Tags::SERVER,
+    params(("user" = UserId, Path)),
+    responses((status = 200, body = Disconnected), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn disconnect(
+    State(core): State<Arc<Core>>,
+    _: Backend,
+    Path(user): Path<UserId>,
+) -> ApiResult {
+    let n = core.registry.disconnect(&user);
+    tracing::info!(%user, connections = n, "server API: disconnect");
+    let body = Disconnected {
+        user,
+        disconnected: n as u64,
+    };
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
