@@ -92,7 +92,8 @@ impl Server {
             config.jwt_secret.as_deref(),
             config.jwt_public_key.as_deref(),
             &config.data_dir,
-        )?;
+        )?
+        .with_tenants(config.tenants);
         let store_dir = config.data_dir.join("store");
         let embedded = EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
             anyhow::anyhow!(

@@ -148,6 +148,56 @@ async fn room_list(core: &Arc<Core>, user: &UserId) -> Result<Vec<RoomSummary>, 
     Ok(rooms)
 }
 
+/// Rows of the shared directory read per store call while filtering it for a tenant.
+const DIRECTORY_SCAN: usize = 256;
+
+/// A page of the public directory. With tenants, the one directory is shared:
+/// it is read in batches and only the tenant's rooms kept, and the cursor is
+/// the store's own, taken right after the last room returned (so it names
+/// nothing of another tenant). A full page may then be followed by an empty
+/// last one. The cost of a page grows with other tenants' public rooms
+/// between the tenant's (a per-tenant index needs the store: not done).
+async fn directory(
+    core: &Arc<Core>,
+    tenant: Option<&str>,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<RoomMeta>, Option<String>), crate::store::StoreError> {
+    let Some(tenant) = tenant else {
+        // Tenants off: a data dir once served with tenants lists none of theirs.
+        let (mut metas, next) = core.store.public_rooms(prefix, after, limit).await?;
+        metas.retain(|m| !m.id.is_scoped());
+        return Ok((metas, next));
+    };
+    let mut cursor = after.map(str::to_string);
+    let mut out = Vec::new();
+    loop {
+        let (metas, next) = core
+            .store
+            .public_rooms(prefix, cursor.as_deref(), DIRECTORY_SCAN)
+            .await?;
+        for (i, m) in metas.into_iter().enumerate() {
+            if !crate::tenant::owns(Some(tenant), &m.id) {
+                continue;
+            }
+            out.push(m);
+            if out.len() == limit {
+                // The store's cursor right after this row: the same batch, cut here.
+                let (_, next) = core
+                    .store
+                    .public_rooms(prefix, cursor.as_deref(), i + 1)
+                    .await?;
+                return Ok((out, next));
+            }
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return Ok((out, None)),
+        }
+    }
+}
+
 pub(crate) fn action_of(frame: &ClientFrame) -> Option<Action> {
     use ClientFrame::*;
     Some(match frame {
@@ -392,11 +442,7 @@ pub async fn request(
         ClientFrame::PublicRooms(p) => {
             let prefix = p.prefix.unwrap_or_default();
             let limit = p.limit.unwrap_or(50) as usize;
-            match core
-                .store
-                .public_rooms(&prefix, p.after.as_deref(), limit)
-                .await
-            {
+            match directory(core, user.tenant(), &prefix, p.after.as_deref(), limit).await {
                 Ok((metas, next)) => {
                     let rooms = metas
                         .into_iter()

@@ -46,16 +46,20 @@ impl OfflineNotifier {
                     let recipients: Vec<&&UserId> =
                         offline.iter().filter(|u| ***u != m.from).collect();
                     for chunk in recipients.chunks(RECIPIENTS_PER_ENTRY) {
-                        let to: Vec<&str> = chunk.iter().map(|u| u.as_str()).collect();
-                        let event = serde_json::json!({
-                            "type": "message.created",
-                            "room": job.room,
-                            "seq": m.seq,
-                            "from": m.from,
-                            "ts": m.ts,
-                            "kind": m.kind,
-                            "preview": m.preview,
-                            "recipients": to,
+                        // Ids as the tenant's apps know them, and the tenant.
+                        let to: Vec<&str> = chunk.iter().map(|u| u.public()).collect();
+                        let event = crate::proto::ids::public_ids(|| {
+                            serde_json::json!({
+                                "type": "message.created",
+                                "tenant": job.room.tenant(),
+                                "room": job.room,
+                                "seq": m.seq,
+                                "from": m.from,
+                                "ts": m.ts,
+                                "kind": m.kind,
+                                "preview": m.preview,
+                                "recipients": to,
+                            })
                         });
                         pipe.cmd("XADD")
                             .arg(&stream)

@@ -62,16 +62,17 @@ pub struct BackendRoom {
     security(("api_key" = [])))]
 async fn create_room(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Json(b): Json<BackendRoom>,
 ) -> ApiResult {
+    let owner = backend.user(b.owner)?;
     let room = NewRoom {
         name: b.name,
         private: b.private,
         description: b.description,
         room: b.room,
     };
-    create_as(&core, &b.owner, room).await
+    create_as(&core, &owner, room).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -116,12 +117,12 @@ impl Publication {
     security(("api_key" = [])))]
 async fn publish(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path(room): Path<RoomId>,
     Json(p): Json<Publication>,
 ) -> ApiResult {
     let (user, msg) = p.message();
-    send_as(&core, &user, room, msg).await
+    send_as(&core, &backend.user(user)?, room, msg).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -165,9 +166,10 @@ pub struct BroadcastResults {
     security(("api_key" = [])))]
 async fn broadcast(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Json(b): Json<Broadcast>,
 ) -> ApiResult {
+    let user = backend.user(b.user)?;
     if b.rooms.is_empty() || b.rooms.len() > MAX_BROADCAST_ROOMS {
         return Err(ApiError::bad_request(format!(
             "rooms: give 1 to {MAX_BROADCAST_ROOMS}"
@@ -183,7 +185,7 @@ async fn broadcast(
     let mut results = Vec::with_capacity(b.rooms.len());
     for room in b.rooms {
         results.push(
-            match sent_as(&core, &b.user, room.clone(), msg.clone()).await {
+            match sent_as(&core, &user, room.clone(), msg.clone()).await {
                 Ok((sent, _)) => BroadcastResult {
                     room,
                     sent: Some(sent),
@@ -201,7 +203,11 @@ async fn broadcast(
             },
         );
     }
-    Ok((StatusCode::OK, axum::Json(BroadcastResults { results })).into_response())
+    Ok((
+        StatusCode::OK,
+        crate::tenant::json(&BroadcastResults { results }),
+    )
+        .into_response())
 }
 
 /// Add a user to a room: they join it as they could themselves (a public room,
@@ -212,11 +218,11 @@ async fn broadcast(
     security(("api_key" = [])))]
 async fn add_member(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path((room, user)): Path<(RoomId, UserId)>,
     Json(b): Json<JoinWith>,
 ) -> ApiResult {
-    join_as(&core, &user, room, b.invite).await
+    join_as(&core, &backend.user(user)?, room, b.invite).await
 }
 
 /// Remove a user from a room: they leave it.
@@ -226,10 +232,10 @@ async fn add_member(
     security(("api_key" = [])))]
 async fn remove_member(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path((room, user)): Path<(RoomId, UserId)>,
 ) -> ApiResult {
-    leave_as(&core, &user, room).await
+    leave_as(&core, &backend.user(user)?, room).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -248,11 +254,11 @@ pub struct AsUser {
     security(("api_key" = [])))]
 async fn room_presence(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path(room): Path<RoomId>,
     Query(q): Query<AsUser>,
 ) -> ApiResult {
-    presence_as(&core, &q.as_user, room).await
+    presence_as(&core, &backend.user(q.as_user)?, room).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -275,15 +281,16 @@ pub struct HistoryAs {
     security(("api_key" = [])))]
 async fn room_history(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path(room): Path<RoomId>,
     Query(q): Query<HistoryAs>,
 ) -> ApiResult {
+    let as_user = backend.user(q.as_user)?;
     let page = HistoryQuery {
         before: q.before,
         limit: q.limit,
     };
-    history_as(&core, &q.as_user, room, page).await
+    history_as(&core, &as_user, room, page).await
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -302,16 +309,17 @@ pub struct Disconnected {
     security(("api_key" = [])))]
 async fn disconnect(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path(user): Path<UserId>,
 ) -> ApiResult {
+    let user = backend.user(user)?;
     let n = core.registry.disconnect(&user);
     tracing::info!(%user, connections = n, "server API: disconnect");
     let body = Disconnected {
         user,
         disconnected: n as u64,
     };
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
+    Ok((StatusCode::OK, crate::tenant::json(&body)).into_response())
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
