@@ -68,6 +68,8 @@ pub struct Authenticator {
     signing: Option<EncodingKey>,
     /// `--tenants`: tokens must carry a `tenant` claim (else they must not).
     tenants: bool,
+    /// `--system-user`: the system sender, a `sub` no token may have.
+    system: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -85,6 +87,7 @@ impl Authenticator {
             validation: validation(Algorithm::HS256),
             signing: Some(EncodingKey::from_secret(secret)),
             tenants: false,
+            system: None,
         }
     }
 
@@ -102,6 +105,7 @@ impl Authenticator {
             validation: validation(alg),
             signing: None,
             tenants: false,
+            system: None,
         })
     }
 
@@ -135,6 +139,12 @@ impl Authenticator {
         self
     }
 
+    /// Refuses tokens whose `sub` is the system sender's id (`--system-user`).
+    pub fn with_system_user(mut self, system: &str) -> Self {
+        self.system = Some(system.to_string());
+        self
+    }
+
     /// The user a token names; with tenants, scoped with its `tenant` claim.
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
@@ -145,6 +155,11 @@ impl Authenticator {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
         let user = UserId::plain(&data.claims.sub).map_err(AuthError::Subject)?;
+        if self.system.as_deref() == Some(user.as_str()) {
+            return Err(AuthError::Subject(format!(
+                "{user} is the system sender's id, which no token may claim"
+            )));
+        }
         match (self.tenants, data.claims.tenant) {
             (true, Some(t)) => {
                 crate::proto::ids::check_tenant(&t).map_err(AuthError::Tenant)?;

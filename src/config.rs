@@ -44,6 +44,10 @@ fn boolish<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     parsed.ok_or_else(|| serde::de::Error::custom("expected true/false/1/0/yes/no/on/off"))
 }
 
+fn default_system_user() -> String {
+    "system".into()
+}
+
 /// When the embedded store syncs its journal to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -578,6 +582,13 @@ pub struct Config {
     )]
     #[serde(default, deserialize_with = "boolish")]
     pub tenants: bool,
+
+    /// The system sender: the user id of messages an app backend publishes as
+    /// the system (server API), which may post into any room without being a
+    /// member. No token may claim it (a JWT whose `sub` is this id is refused).
+    #[arg(long, env = "ROOMCAST_SYSTEM_USER", default_value = "system")]
+    #[serde(default = "default_system_user")]
+    pub system_user: String,
 }
 
 impl Config {
@@ -723,6 +734,8 @@ impl Config {
             "accounts_hash_concurrency must be positive"
         );
         crate::http::cors::check_origins(&self.cors_origins)?;
+        crate::ids::UserId::plain(&self.system_user)
+            .map_err(|e| anyhow::anyhow!("system_user: {e}"))?;
         if self.tenants {
             anyhow::ensure!(
                 !self.accounts,

@@ -93,7 +93,8 @@ impl Server {
             config.jwt_public_key.as_deref(),
             &config.data_dir,
         )?
-        .with_tenants(config.tenants);
+        .with_tenants(config.tenants)
+        .with_system_user(&config.system_user);
         let store_dir = config.data_dir.join("store");
         let embedded = EmbeddedStore::open(&store_dir, config.fsync).map_err(|e| {
             anyhow::anyhow!(
@@ -167,6 +168,7 @@ impl Server {
             outbox_bytes: config.outbox_bytes,
             gap_timeout: Duration::from_millis(config.gap_timeout_ms),
             max_invites_per_room: config.max_invites_per_room,
+            system_user: config.system_user.clone(),
         };
         let background = CancellationToken::new();
         let limits = Limits::from_config(&config);

@@ -1038,3 +1038,77 @@ async fn the_server_api_disconnects_every_connection_of_a_user() {
         .await
         .assert_error(400, "bad_request");
 }
+
+#[tokio::test]
+async fn the_server_api_publishes_as_the_system() {
+    let s = server().await;
+    let backend = Api::key(s.http, KEY);
+    let alice = Api::user(s.http, "alice");
+    create(&alice, "lobby", false).await.assert_status(201);
+    create(&alice, "staff", true).await.assert_status(201);
+    let mut sub = client_on(&s, Transport::Tcp, "alice").await;
+    sub.join(&roomcast::ids::RoomId::new("staff").unwrap())
+        .await
+        .unwrap();
+
+    // The system sender needs no membership, even in a private room, and a
+    // retry with the same key answers the original message.
+    let publish = json!({"user": "system", "body": "maintenance at 6", "local_id": "notice-1"});
+    let r = backend
+        .post("/api/rooms/staff/messages", publish.clone())
+        .await;
+    let seq = r.assert_status(201)["seq"].as_u64().unwrap();
+    let again = backend.post("/api/rooms/staff/messages", publish).await;
+    assert_eq!(again.assert_status(201)["seq"].as_u64(), Some(seq));
+    let m = next_msg(&mut sub).await;
+    assert_eq!(
+        (m.from.as_str(), m.body.as_str(), m.seq),
+        ("system", "maintenance at 6", seq)
+    );
+    let r = alice.get("/v1/rooms/staff/messages").await;
+    assert_eq!(
+        r.assert_status(200)["messages"].as_array().unwrap().len(),
+        1,
+        "stored once"
+    );
+    // A user who is not a member still cannot post there.
+    backend
+        .post(
+            "/api/rooms/staff/messages",
+            json!({"user": "bob", "body": "x"}),
+        )
+        .await
+        .assert_error(403, "forbidden");
+
+    // Not rate-limited (the default send limit has a burst of 30).
+    for i in 0..40 {
+        backend
+            .post(
+                "/api/rooms/lobby/messages",
+                json!({"user": "system", "body": format!("tick {i}")}),
+            )
+            .await
+            .assert_status(201);
+    }
+    let r = backend
+        .post(
+            "/api/broadcast",
+            json!({"rooms": ["lobby", "staff"], "user": "system", "body": "to all"}),
+        )
+        .await;
+    let results = r.assert_status(200)["results"].clone();
+    assert!(
+        results[0]["sent"].is_object() && results[1]["sent"].is_object(),
+        "{results}"
+    );
+
+    // No token may be the system sender, on REST or on a socket.
+    Api::user(s.http, "system")
+        .get("/v1/rooms")
+        .await
+        .assert_error(401, "unauthorized");
+    let mut raw = common::Raw::connect(s.tcp).await;
+    raw.send_map(json!({"t": "hello", "v": 1, "token": common::token("system"), "id": 0}))
+        .await;
+    common::assert_error(raw.next().await, "unauthorized", true);
+}

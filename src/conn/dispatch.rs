@@ -221,7 +221,9 @@ pub async fn request(
 ) {
     let id = frame.id().unwrap_or(0);
     let reply = ReplyTo::new(id, outbox);
-    if let Some(action) = action_of(&frame) {
+    // The system sender is the app backend's (trusted, API key): not limited.
+    let system = user.public() == core.config.system_user;
+    if let Some(action) = action_of(&frame).filter(|_| !system) {
         if let Decision::Deny { retry_after } = core.limiter.check(user, action).await {
             // Typing without an id is fire-and-forget: a refusal is dropped, like the indicator.
             if frame.id().is_some() {

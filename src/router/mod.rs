@@ -213,6 +213,7 @@ mod tests {
             outbox_bytes: 1 << 20,
             gap_timeout: Duration::from_secs(5),
             max_invites_per_room: 100,
+            system_user: "system".into(),
         }
     }
 

@@ -78,7 +78,9 @@ async fn create_room(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Publication {
-    /// The sender (a member of the room): a bot or system account of your app, or a user.
+    /// The sender: a user who is a member of the room, or the system sender
+    /// (`system`, or the server's `--system-user`), who needs no membership
+    /// and is not rate-limited.
     pub user: UserId,
     pub body: String,
     /// Idempotency key: publishing again with the same one returns the original message.
@@ -108,7 +110,7 @@ impl Publication {
     }
 }
 
-/// Publish a message into a room as a user.
+/// Publish a message into a room as a user or as the system sender.
 #[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = Tags::SERVER,
     params(("room" = RoomId, Path)), request_body = Publication,
     responses(
@@ -130,7 +132,7 @@ async fn publish(
 pub struct Broadcast {
     /// 1 to 100 rooms.
     pub rooms: Vec<RoomId>,
-    /// The sender (a member of every room).
+    /// The sender: a member of every room, or the system sender (`system`).
     pub user: UserId,
     pub body: String,
     /// Idempotency key, per room.
