@@ -805,6 +805,30 @@ async fn the_server_api_acts_as_users_under_the_same_rules() {
         .get("/api/rooms/support/messages")
         .await
         .assert_error(400, "bad_request");
+    let r = backend.get("/api/rooms/support?as=bot").await;
+    let info = r.assert_status(200);
+    assert_eq!(
+        (
+            &info["room"],
+            &info["name"],
+            &info["role"],
+            &info["last"]["body"]
+        ),
+        (
+            &json!("support"),
+            &json!("Support"),
+            &json!("owner"),
+            &json!("update")
+        )
+    );
+    backend
+        .get("/api/rooms/support?as=mallory")
+        .await
+        .assert_error(404, "not_found");
+    backend
+        .get("/api/rooms/support")
+        .await
+        .assert_error(400, "bad_request");
 
     backend
         .delete("/api/rooms/support/members/alice")

@@ -444,6 +444,12 @@ async fn rest_and_the_server_api_stay_inside_their_tenant() {
         .put("/api/rooms/private/members/mallory", json!({}))
         .await
         .assert_error(404, "not_found");
+    globex_key
+        .get("/api/rooms/private?as=alice")
+        .await
+        .assert_error(404, "not_found");
+    let r = acme_key.get("/api/rooms/private?as=alice").await;
+    assert_eq!(clean(&r).assert_status(200)["name"], "Acme private");
 
     // Directory, members and presence over REST.
     let r = acme.get("/v1/directory").await;

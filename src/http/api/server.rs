@@ -9,7 +9,7 @@ use super::members::{join_as, leave_as, presence_as, JoinWith, Joined, RoomPrese
 use super::messages::{
     history_as, send_as, sent_as, HistoryQuery, MessagePage, NewMessage, SentMessage,
 };
-use super::rooms::{create_as, CreatedRoom, Done, NewRoom};
+use super::rooms::{create_as, room_as, CreatedRoom, Done, NewRoom};
 use super::{ApiResult, Tags};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::ids::{RoomId, UserId};
@@ -34,6 +34,7 @@ pub fn routes() -> OpenApiRouter<Arc<Core>> {
         .routes(routes!(publish))
         .routes(routes!(broadcast))
         .routes(routes!(add_member, remove_member))
+        .routes(routes!(room_info))
         .routes(routes!(room_presence))
         .routes(routes!(room_history))
         .routes(routes!(disconnect))
@@ -247,6 +248,21 @@ pub struct AsUser {
     #[serde(rename = "as")]
     #[param(rename = "as")]
     pub as_user: UserId,
+}
+
+/// A room (name, kind, privacy, last message, unread count, role), read as
+/// one of its members: as in that member's room list.
+#[utoipa::path(get, path = "/api/rooms/{room}", tag = Tags::SERVER,
+    params(("room" = RoomId, Path), AsUser),
+    responses((status = 200, body = crate::proto::server::RoomSummary), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn room_info(
+    State(core): State<Arc<Core>>,
+    backend: Backend,
+    Path(room): Path<RoomId>,
+    Query(q): Query<AsUser>,
+) -> ApiResult {
+    room_as(&core, &backend.user(q.as_user)?, room).await
 }
 
 /// Presence summary of a room, read as one of its members.
