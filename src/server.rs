@@ -461,6 +461,9 @@ async fn pump_inbound(core: Arc<Core>, mut rx: tokio::sync::mpsc::UnboundedRecei
             Inbound::Presence(change) => {
                 crate::conn::dispatch::broadcast_presence(&core, change, false).await
             }
+            Inbound::Disconnect(user) => {
+                core.registry.disconnect(&user);
+            }
         }
     }
 }

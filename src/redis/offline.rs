@@ -48,10 +48,9 @@ impl OfflineNotifier {
                     for chunk in recipients.chunks(RECIPIENTS_PER_ENTRY) {
                         // Ids as the tenant's apps know them, and the tenant.
                         let to: Vec<&str> = chunk.iter().map(|u| u.public()).collect();
-                        let event = crate::proto::ids::public_ids(|| {
+                        let mut event = crate::proto::ids::public_ids(|| {
                             serde_json::json!({
                                 "type": "message.created",
-                                "tenant": job.room.tenant(),
                                 "room": job.room,
                                 "seq": m.seq,
                                 "from": m.from,
@@ -61,6 +60,9 @@ impl OfflineNotifier {
                                 "recipients": to,
                             })
                         });
+                        if let Some(tenant) = job.room.tenant() {
+                            event["tenant"] = tenant.into();
+                        }
                         pipe.cmd("XADD")
                             .arg(&stream)
                             .arg("MAXLEN")

@@ -314,12 +314,13 @@ async fn room_history(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Disconnected {
     pub user: UserId,
-    /// Connections of the user on this node that were told to close.
+    /// Connections of the user on this node that were told to close (with
+    /// `--redis`, the other nodes close theirs too, uncounted).
     pub disconnected: u64,
 }
 
-/// Disconnect every protocol connection (TCP, TLS, QUIC, WebSocket) of a user
-/// on this node: each gets an `error` frame `unauthorized` with `close: true`
+/// Disconnect every protocol connection (TCP, TLS, QUIC, WebSocket) of a user,
+/// on every node: each gets an `error` frame `unauthorized` with `close: true`
 /// and is closed. Not a ban: a client with a valid token may connect again.
 #[utoipa::path(post, path = "/api/users/{user}/disconnect", tag = Tags::SERVER,
     params(("user" = UserId, Path)),
@@ -332,6 +333,9 @@ async fn disconnect(
 ) -> ApiResult {
     let user = backend.user(user)?;
     let n = core.registry.disconnect(&user);
+    if let Some(bus) = &core.bus {
+        bus.publish_disconnect(&user);
+    }
     tracing::info!(%user, connections = n, "server API: disconnect");
     let body = Disconnected {
         user,
