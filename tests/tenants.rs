@@ -532,3 +532,59 @@ async fn rest_and_the_server_api_stay_inside_their_tenant() {
         .await
         .assert_error(400, "bad_request");
 }
+
+#[tokio::test]
+async fn websocket_and_quic_clients_see_their_tenant_only() {
+    use common::Transport;
+    use roomcast::ids::RoomId;
+    use roomcast_client::Connection;
+    let s = server().await;
+    let general = RoomId::new("general").unwrap();
+    let mut tcp_globex = Client::connect(&s, "globex", "alice").await;
+    tcp_globex
+        .ok(json!({"t": "create_room", "name": "General", "room": "general"}))
+        .await;
+    tcp_globex
+        .ok(json!({"t": "send", "room": "general", "body": "globex"}))
+        .await;
+    for t in [Transport::Ws, Transport::Quic] {
+        let (mut c, welcome) =
+            Connection::connect_to_with_token(&s.endpoint(t), &token("acme", "alice"))
+                .await
+                .unwrap_or_else(|e| panic!("{t:?}: {e}"));
+        assert_eq!(welcome.user.as_str(), "alice", "{t:?}");
+        // Acme has no `general` until it makes one; then it is empty.
+        if t == Transport::Ws {
+            assert!(c.join(&general).await.is_err(), "{t:?}: globex's room");
+            c.call(|id| {
+                roomcast::proto::client::ClientFrame::CreateRoom(
+                    roomcast::proto::client::CreateRoom {
+                        id,
+                        name: "General".into(),
+                        private: false,
+                        description: None,
+                        room: Some(general.clone()),
+                    },
+                )
+            })
+            .await
+            .unwrap();
+        }
+        c.join(&general).await.unwrap();
+        let page = c.history(&general, None, Some(50)).await.unwrap();
+        assert!(
+            page.messages.iter().all(|m| m.body != "globex"),
+            "{t:?}: {page:?}"
+        );
+        let sent = c
+            .send(&general, &format!("acme over {t:?}"), None)
+            .await
+            .unwrap();
+        let m = common::next_msg(&mut c).await;
+        assert_eq!(
+            (m.room.as_str(), m.from.as_str(), m.seq),
+            ("general", "alice", sent.seq),
+            "{t:?}"
+        );
+    }
+}
