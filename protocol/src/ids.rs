@@ -118,12 +118,13 @@ impl Serialize for RoomId {
 }
 
 impl RoomId {
-    /// Validates and wraps a room id, plain or scoped.
+    /// Validates and wraps a room id, plain or scoped. A malformed scoped id
+    /// gets the plain rules' answer (a client sent a control character).
     pub fn new(s: &str) -> Result<Self, String> {
         if let Some((tenant, id)) = split_scoped(s) {
-            check_tenant(tenant)?;
-            Self::plain(id)?;
-            return Ok(Self(Arc::from(s)));
+            if check_tenant(tenant).is_ok() && Self::plain(id).is_ok() {
+                return Ok(Self(Arc::from(s)));
+            }
         }
         Self::plain(s)
     }
@@ -220,12 +221,13 @@ impl Serialize for UserId {
 }
 
 impl UserId {
-    /// Validates and wraps a user id, plain or scoped.
+    /// Validates and wraps a user id, plain or scoped. A malformed scoped id
+    /// gets the plain rules' answer (a client sent a control character).
     pub fn new(s: &str) -> Result<Self, String> {
         if let Some((tenant, id)) = split_scoped(s) {
-            check_tenant(tenant)?;
-            Self::plain(id)?;
-            return Ok(Self(Arc::from(s)));
+            if check_tenant(tenant).is_ok() && Self::plain(id).is_ok() {
+                return Ok(Self(Arc::from(s)));
+            }
         }
         Self::plain(s)
     }
@@ -335,6 +337,14 @@ mod tests {
         assert_ne!(r, RoomId::scoped("globex", &plain));
         assert!(RoomId::new("bad tenant\u{1f}general").is_err());
         assert!(RoomId::new("acme\u{1f}globex\u{1f}general").is_err());
+        assert_eq!(
+            RoomId::new("\u{1f}general").unwrap_err(),
+            "room id may only contain A-Z a-z 0-9 _ . : -",
+            "a malformed one is refused by the plain rules"
+        );
+        assert!(UserId::new("x\u{1f}")
+            .unwrap_err()
+            .contains("control characters"));
         let u = UserId::scoped("acme", &UserId::new("alice").unwrap());
         assert_eq!((u.tenant(), u.public()), (Some("acme"), "alice"));
         assert!(UserId::plain(u.as_str()).is_err());
