@@ -18,6 +18,9 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The user's tenant: required with `--tenants`, refused without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Why a token was refused. The `Display` text goes to the client, so it is
@@ -34,6 +37,8 @@ pub enum AuthError {
     Critical,
     #[error("invalid subject: {0}")]
     Subject(String),
+    #[error("invalid tenant: {0}")]
+    Tenant(String),
 }
 
 fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
@@ -61,6 +66,10 @@ pub struct Authenticator {
     validation: Validation,
     /// Present only for HS256, where the same secret can mint tokens.
     signing: Option<EncodingKey>,
+    /// `--tenants`: tokens must carry a `tenant` claim (else they must not).
+    tenants: bool,
+    /// `--system-user`: the system sender, a `sub` no token may have.
+    system: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -77,6 +86,8 @@ impl Authenticator {
             key: DecodingKey::from_secret(secret),
             validation: validation(Algorithm::HS256),
             signing: Some(EncodingKey::from_secret(secret)),
+            tenants: false,
+            system: None,
         }
     }
 
@@ -93,6 +104,8 @@ impl Authenticator {
             key,
             validation: validation(alg),
             signing: None,
+            tenants: false,
+            system: None,
         })
     }
 
@@ -119,6 +132,20 @@ impl Authenticator {
         Ok(Self::hs256(load_or_create_secret(data_dir)?.as_bytes()))
     }
 
+    /// With tenants on (`--tenants`), every token must carry a `tenant` claim;
+    /// with them off, none may (so turning tenants off never merges them).
+    pub fn with_tenants(mut self, on: bool) -> Self {
+        self.tenants = on;
+        self
+    }
+
+    /// Refuses tokens whose `sub` is the system sender's id (`--system-user`).
+    pub fn with_system_user(mut self, system: &str) -> Self {
+        self.system = Some(system.to_string());
+        self
+    }
+
+    /// The user a token names; with tenants, scoped with its `tenant` claim.
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
@@ -127,7 +154,25 @@ impl Authenticator {
             return Err(AuthError::Critical);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
-        UserId::new(&data.claims.sub).map_err(AuthError::Subject)
+        let user = UserId::plain(&data.claims.sub).map_err(AuthError::Subject)?;
+        if self.system.as_deref() == Some(user.as_str()) {
+            return Err(AuthError::Subject(format!(
+                "{user} is the system sender's id, which no token may claim"
+            )));
+        }
+        match (self.tenants, data.claims.tenant) {
+            (true, Some(t)) => {
+                crate::proto::ids::check_tenant(&t).map_err(AuthError::Tenant)?;
+                Ok(UserId::scoped(&t, &user))
+            }
+            (true, None) => Err(AuthError::Tenant(
+                "missing claim tenant (this server serves several tenants)".into(),
+            )),
+            (false, Some(_)) => Err(AuthError::Tenant(
+                "this server has no tenants; a token with a tenant claim is not for it".into(),
+            )),
+            (false, None) => Ok(user),
+        }
     }
 
     /// Whether this authenticator can mint tokens (HS256 secret, not a public key).
@@ -137,16 +182,28 @@ impl Authenticator {
 
     /// Mints a token for `user` valid for `ttl_secs` (HS256 only).
     pub fn mint(&self, user: &str, ttl_secs: u64) -> anyhow::Result<String> {
+        self.mint_in(None, user, ttl_secs)
+    }
+
+    /// Mints a token for `user` of `tenant` (a `tenant` claim, unchecked here:
+    /// the server checks it) valid for `ttl_secs` (HS256 only).
+    pub fn mint_in(
+        &self,
+        tenant: Option<&str>,
+        user: &str,
+        ttl_secs: u64,
+    ) -> anyhow::Result<String> {
         let key = self
             .signing
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("minting needs the HS256 secret; with a public key, mint tokens with your identity provider"))?;
-        UserId::new(user).map_err(|e| anyhow::anyhow!(e))?;
+        UserId::plain(user).map_err(|e| anyhow::anyhow!(e))?;
         let now = now_ms() / 1000;
         let claims = Claims {
             sub: user.to_string(),
             exp: now + ttl_secs,
             iat: Some(now),
+            tenant: tenant.map(str::to_string),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -230,6 +287,7 @@ mod tests {
                 sub: "alice".into(),
                 exp: now_ms() / 1000 - 3600,
                 iat: None,
+                tenant: None,
             },
             &EncodingKey::from_secret(b"0123456789abcdef0123"),
         )
@@ -246,6 +304,7 @@ mod tests {
             sub: "alice".into(),
             exp: now_ms() / 1000 + 600,
             iat: None,
+            tenant: None,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.crit = Some(vec!["x-must-understand".into()]);
@@ -267,6 +326,35 @@ mod tests {
                 assert!(!msg.contains(internal), "{bad}: {msg}");
             }
         }
+    }
+
+    #[test]
+    fn tenant_claims_scope_the_user_only_with_tenants_on() {
+        let a = Authenticator::hs256(b"0123456789abcdef0123");
+        let t = a.with_tenants(true);
+        let acme = t.mint_in(Some("acme"), "alice", 60).unwrap();
+        let u = t.verify(&acme).unwrap();
+        assert_eq!((u.tenant(), u.public()), (Some("acme"), "alice"));
+        let plain = t.mint("alice", 60).unwrap();
+        assert!(matches!(t.verify(&plain), Err(AuthError::Tenant(_))));
+        let bad = t.mint_in(Some("no spaces"), "alice", 60).unwrap();
+        assert!(matches!(t.verify(&bad), Err(AuthError::Tenant(_))));
+        let single = Authenticator::hs256(b"0123456789abcdef0123");
+        assert!(matches!(single.verify(&acme), Err(AuthError::Tenant(_))));
+        assert_eq!(single.verify(&plain).unwrap().as_str(), "alice");
+        // A sub can never be a scoped id, tenants or not.
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
+                sub: "acme\u{1f}alice".into(),
+                exp: now_ms() / 1000 + 600,
+                iat: None,
+                tenant: None,
+            },
+            &EncodingKey::from_secret(b"0123456789abcdef0123"),
+        )
+        .unwrap();
+        assert!(matches!(single.verify(&forged), Err(AuthError::Subject(_))));
     }
 
     #[test]

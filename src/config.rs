@@ -44,6 +44,10 @@ fn boolish<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     parsed.ok_or_else(|| serde::de::Error::custom("expected true/false/1/0/yes/no/on/off"))
 }
 
+fn default_system_user() -> String {
+    "system".into()
+}
+
 /// When the embedded store syncs its journal to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -634,6 +638,36 @@ pub struct Config {
     /// Log format on stderr: `text` (human) or `json` (one object per line).
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Browser origins allowed to call the HTTP API cross-origin (CORS),
+    /// comma-separated, e.g. `https://app.example.com`; `*` allows any. Empty
+    /// (the default): no CORS headers, so browsers allow same-origin pages only.
+    #[arg(long, env = "ROOMCAST_CORS_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+
+    /// Tenants: every JWT must carry a `tenant` claim, every `--api-keys` entry
+    /// is `TENANT:KEY`, and each tenant's rooms, users, directory, presence and
+    /// limits are apart from every other's (docs/HTTP_API.md, "Tenants"). Off:
+    /// one implicit tenant, and a token with a `tenant` claim is refused.
+    #[arg(
+        long,
+        env = "ROOMCAST_TENANTS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    #[serde(default, deserialize_with = "boolish")]
+    pub tenants: bool,
+
+    /// The system sender: the user id of messages an app backend publishes as
+    /// the system (server API), which may post into any room without being a
+    /// member. No token may claim it (a JWT whose `sub` is this id is refused).
+    #[arg(long, env = "ROOMCAST_SYSTEM_USER", default_value = "system")]
+    #[serde(default = "default_system_user")]
+    pub system_user: String,
 }
 
 impl Config {
@@ -790,6 +824,19 @@ impl Config {
             self.accounts_hash_concurrency > 0,
             "accounts_hash_concurrency must be positive"
         );
+        crate::http::cors::check_origins(&self.cors_origins)?;
+        crate::ids::UserId::plain(&self.system_user)
+            .map_err(|e| anyhow::anyhow!("system_user: {e}"))?;
+        if self.tenants {
+            anyhow::ensure!(
+                !self.accounts,
+                "accounts and tenants: the built-in accounts are single-tenant; \
+                 with --tenants, tokens come from your identity provider"
+            );
+            for k in &self.api_keys {
+                crate::tenant::api_key(k.trim()).map_err(|e| anyhow::anyhow!("api_keys: {e}"))?;
+            }
+        }
         Ok(())
     }
 }
@@ -868,8 +915,18 @@ mod tests {
             ("no", false),
             ("off", false),
         ] {
-            let c = parse(&[&format!("--no-rate-limits={word}"), "--read-on-send", word]);
-            assert_eq!((c.no_rate_limits, c.read_on_send), (want, want), "{word}");
+            let c = parse(&[
+                &format!("--no-rate-limits={word}"),
+                "--read-on-send",
+                word,
+                "--tenants",
+                word,
+            ]);
+            assert_eq!(
+                (c.no_rate_limits, c.read_on_send, c.tenants),
+                (want, want, want),
+                "{word}"
+            );
         }
         assert!(
             parse(&["--no-rate-limits"]).no_rate_limits,
@@ -892,11 +949,13 @@ mod tests {
         let path = dir.path().join("roomcast.toml");
         std::fs::write(
             &path,
-            "no_rate_limits = \"yes\"\nread_on_send = 0\nws_compression = \"on\"\nredis_cluster = true\n",
+            "no_rate_limits = \"yes\"\nread_on_send = 0\nws_compression = \"on\"\nredis_cluster = true\ntenants = \"yes\"\n",
         )
         .unwrap();
         let c = parse(&["--config", path.to_str().unwrap()]);
-        assert!(c.no_rate_limits && !c.read_on_send && c.ws_compression && c.redis_cluster);
+        assert!(
+            c.no_rate_limits && !c.read_on_send && c.ws_compression && c.redis_cluster && c.tenants
+        );
         std::fs::write(&path, "no_rate_limits = \"maybe\"\n").unwrap();
         let err = Config::resolve(&Wrapper::command().get_matches_from([
             "roomcast",
@@ -938,6 +997,25 @@ mod tests {
             let c = Wrapper::parse_from(["roomcast", "--web-chat", v]).config;
             assert_eq!(c.web_chat, on, "{v}");
         }
+    }
+
+    #[test]
+    fn tenants_need_tenant_keys_and_no_accounts() {
+        let mut c = Config::for_tests("/tmp/x");
+        assert!(!c.tenants, "off by default");
+        c.tenants = true;
+        c.api_keys = vec!["acme:acme-key-0123456789".into()];
+        c.validate().unwrap();
+        c.api_keys = vec!["acme-key-0123456789".into()];
+        assert!(c.validate().is_err(), "a key without a tenant");
+        c.api_keys = vec!["bad tenant:acme-key-0123456789".into()];
+        assert!(c.validate().is_err());
+        c.api_keys = vec!["acme:short".into()];
+        assert!(c.validate().is_err());
+        c.api_keys.clear();
+        c.accounts = true;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("single-tenant"), "{err}");
     }
 
     #[test]

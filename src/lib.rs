@@ -16,7 +16,8 @@
 //!   seqs, group-commits to the store and fans each message out as one shared
 //!   `Bytes` chunk.
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
-//! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams.
+//! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams;
+//!   [`tenant`]: tenants, by scoping ids at the boundary.
 //! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
 //!   [`memory`]: freed heap memory back to the OS after bursts;
 //!   [`webchat`]: the embedded web chat at `/` (`web/chat/`);
@@ -42,6 +43,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tenant;
 pub mod tls;
 pub mod transport;
 pub mod webchat;

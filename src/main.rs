@@ -44,6 +44,9 @@ struct TokenArgs {
     /// The user id (JWT `sub`).
     #[arg(long)]
     user: String,
+    /// The user's tenant (JWT claim `tenant`), for servers run with `--tenants`.
+    #[arg(long)]
+    tenant: Option<String>,
     /// Validity, e.g. `30m`, `24h`, `7d`.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -71,7 +74,13 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Token(t) => {
             let auth = Authenticator::from_config(t.jwt_secret.as_deref(), None, &t.data_dir)?;
-            println!("{}", auth.mint(&t.user, t.ttl.as_secs())?);
+            if let Some(tenant) = &t.tenant {
+                roomcast::proto::ids::check_tenant(tenant).map_err(|e| anyhow::anyhow!(e))?;
+            }
+            println!(
+                "{}",
+                auth.mint_in(t.tenant.as_deref(), &t.user, t.ttl.as_secs())?
+            );
             Ok(())
         }
         Cmd::Migrate(_) => {

@@ -55,6 +55,8 @@ pub struct Core {
     /// Connections per user on this node.
     pub user_connections: Arc<Caps<crate::ids::UserId>>,
     sessions: AtomicU64,
+    /// Admitted sessions per user on this node (the server API's disconnect).
+    pub registry: Arc<crate::conn::registry::Registry>,
 }
 
 impl Core {
@@ -121,7 +123,9 @@ impl Server {
             config.jwt_secret.as_deref(),
             config.jwt_public_key.as_deref(),
             &config.data_dir,
-        )?;
+        )?
+        .with_tenants(config.tenants)
+        .with_system_user(&config.system_user);
         let (store, local_db) = open_store(&config).await?;
         let accounts = match (config.accounts, local_db) {
             (true, Some(db)) => {
@@ -192,6 +196,7 @@ impl Server {
             outbox_bytes: config.outbox_bytes,
             gap_timeout: Duration::from_millis(config.gap_timeout_ms),
             max_invites_per_room: config.max_invites_per_room,
+            system_user: config.system_user.clone(),
         };
         let background = CancellationToken::new();
         let limits = Limits::from_config(&config);
@@ -288,6 +293,7 @@ impl Server {
             unauthenticated: Caps::new(config.max_unauthenticated_per_addr),
             user_connections: Caps::new(config.max_connections_per_user),
             sessions: AtomicU64::new(0),
+            registry: crate::conn::registry::Registry::new(),
             config,
         });
         if core.config.malloc_trim_secs > 0 {
@@ -482,6 +488,9 @@ async fn pump_inbound(core: Arc<Core>, mut rx: tokio::sync::mpsc::UnboundedRecei
             } => core.router.remote(room, ephemeral, payload).await,
             Inbound::Presence(change) => {
                 crate::conn::dispatch::broadcast_presence(&core, change, false).await
+            }
+            Inbound::Disconnect(user) => {
+                core.registry.disconnect(&user);
             }
         }
     }

@@ -30,6 +30,7 @@ fn signed(header: Header, sub: &str) -> String {
         sub: sub.into(),
         exp: roomcast::ids::now_ms() / 1000 + 600,
         iat: None,
+        tenant: None,
     };
     jsonwebtoken::encode(
         &header,

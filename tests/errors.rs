@@ -48,6 +48,7 @@ async fn bad_tokens_are_unauthorized_and_close(t: Transport) {
             sub: "alice".into(),
             exp: exp - 7200,
             iat: None,
+            tenant: None,
         };
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),

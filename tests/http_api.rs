@@ -805,6 +805,30 @@ async fn the_server_api_acts_as_users_under_the_same_rules() {
         .get("/api/rooms/support/messages")
         .await
         .assert_error(400, "bad_request");
+    let r = backend.get("/api/rooms/support?as=bot").await;
+    let info = r.assert_status(200);
+    assert_eq!(
+        (
+            &info["room"],
+            &info["name"],
+            &info["role"],
+            &info["last"]["body"]
+        ),
+        (
+            &json!("support"),
+            &json!("Support"),
+            &json!("owner"),
+            &json!("update")
+        )
+    );
+    backend
+        .get("/api/rooms/support?as=mallory")
+        .await
+        .assert_error(404, "not_found");
+    backend
+        .get("/api/rooms/support")
+        .await
+        .assert_error(400, "bad_request");
 
     backend
         .delete("/api/rooms/support/members/alice")
@@ -864,4 +888,251 @@ async fn the_openapi_document_and_docs_page_are_served() {
         String::from_utf8_lossy(&r.raw).contains("swagger"),
         "the docs page"
     );
+}
+
+/// A preflight for `POST /v1/rooms` from `origin`, as a browser sends it.
+async fn preflight(api: &Api, origin: &str) -> Resp {
+    api.send(
+        "OPTIONS",
+        "/v1/rooms",
+        None,
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization,content-type",
+            ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_answers_configured_origins() {
+    const APP: &str = "https://app.example.com";
+    // Default: no CORS header anywhere, and OPTIONS is not a route.
+    let s = server().await;
+    let anon = Api::anonymous(s.http);
+    let r = preflight(&anon, APP).await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    r.assert_error(405, "bad_request");
+    let alice = Api::user(s.http, "alice");
+    let r = alice
+        .send("GET", "/v1/rooms", None, &[("origin", APP)])
+        .await;
+    r.assert_status(200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // Configured: the listed origin (any case) gets a full preflight answer,
+    // without a credential (browsers send none on a preflight).
+    let s = TestServer::start_with(|c| {
+        c.cors_origins = vec![APP.into(), "http://localhost:3000".into()];
+    })
+    .await;
+    let anon = Api::anonymous(s.http);
+    for origin in [APP, "HTTPS://APP.example.com"] {
+        let r = preflight(&anon, origin).await;
+        assert!((200..300).contains(&r.status), "{r:?}");
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+        let methods = r.header("access-control-allow-methods").unwrap_or("");
+        assert!(
+            methods.contains("POST") && methods.contains("DELETE"),
+            "{methods}"
+        );
+        let headers = r
+            .header("access-control-allow-headers")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            headers.contains("authorization") && headers.contains("content-type"),
+            "{headers}"
+        );
+        assert!(
+            !headers.contains("x-api-key"),
+            "keys never come from browsers"
+        );
+        assert_eq!(r.header("access-control-max-age"), Some("600"));
+        assert!(
+            r.header("vary").is_some_and(|v| v.contains("origin")),
+            "{r:?}"
+        );
+    }
+    // An origin not listed gets no allow header: the browser refuses.
+    let r = preflight(&anon, "https://evil.example").await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // The actual request: allowed origin, readable Location and rate-limit headers.
+    let alice = Api::user(s.http, "alice");
+    let r = alice
+        .send(
+            "POST",
+            "/v1/rooms",
+            Some(
+                serde_json::to_vec(&json!({"name": "C", "room": "c"}))
+                    .unwrap()
+                    .into(),
+            ),
+            &[("content-type", "application/json"), ("origin", APP)],
+        )
+        .await;
+    r.assert_status(201);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("location") && exposed.contains("ratelimit-limit"),
+        "{exposed}"
+    );
+    // Errors carry it too, so a script can read why it was refused.
+    let r = Api::anonymous(s.http)
+        .send("GET", "/v1/rooms", None, &[("origin", APP)])
+        .await;
+    r.assert_error(401, "unauthorized");
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    let r = alice
+        .send(
+            "GET",
+            "/v1/rooms",
+            None,
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    r.assert_status(200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // `*`: any origin.
+    let s = TestServer::start_with(|c| c.cors_origins = vec!["*".into()]).await;
+    let r = preflight(&Api::anonymous(s.http), "https://anyone.example").await;
+    assert!((200..300).contains(&r.status), "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test]
+async fn the_server_api_disconnects_every_connection_of_a_user() {
+    let s = server().await;
+    let backend = Api::key(s.http, KEY);
+    // carol: two raw TCP connections and a WebSocket; dave: one TCP connection.
+    let mut carol1 = common::Raw::connect(s.tcp).await;
+    carol1.hello("carol").await;
+    let mut carol2 = common::Raw::connect(s.tcp).await;
+    carol2.hello("carol").await;
+    let mut carol_ws = common::Peer::connect(&s, Transport::Ws).await;
+    carol_ws.hello("carol").await;
+    let mut dave = common::Raw::connect(s.tcp).await;
+    dave.hello("dave").await;
+
+    // Only with a key; a user token is not one.
+    Api::user(s.http, "dave")
+        .post("/api/users/carol/disconnect", json!({}))
+        .await
+        .assert_error(401, "unauthorized");
+    let r = backend.post("/api/users/carol/disconnect", json!({})).await;
+    assert_eq!(
+        r.assert_status(200),
+        &json!({"user": "carol", "disconnected": 3})
+    );
+    // Each connection gets the closing `unauthorized` error, then the close.
+    for frames in [
+        carol1.drain_to_eof().await,
+        carol2.drain_to_eof().await,
+        carol_ws.drain_to_eof().await,
+    ] {
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        let e = common::assert_error(frames.into_iter().next(), "unauthorized", true);
+        assert_eq!(e.message, "disconnected by the server");
+    }
+    // Others are untouched, and the user may connect again (not a ban).
+    dave.send_map(json!({"t": "ping", "id": 7})).await;
+    assert!(matches!(
+        dave.next().await,
+        Some(roomcast::proto::ServerFrame::Pong(_))
+    ));
+    let mut again = common::Raw::connect(s.tcp).await;
+    again.hello("carol").await;
+    // Nobody connected: zero, not an error; a bad user id is a JSON 400.
+    let r = backend
+        .post("/api/users/nobody/disconnect", json!({}))
+        .await;
+    assert_eq!(r.assert_status(200)["disconnected"], 0);
+    backend
+        .post("/api/users/%0A/disconnect", json!({}))
+        .await
+        .assert_error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn the_server_api_publishes_as_the_system() {
+    let s = server().await;
+    let backend = Api::key(s.http, KEY);
+    let alice = Api::user(s.http, "alice");
+    create(&alice, "lobby", false).await.assert_status(201);
+    create(&alice, "staff", true).await.assert_status(201);
+    let mut sub = client_on(&s, Transport::Tcp, "alice").await;
+    sub.join(&roomcast::ids::RoomId::new("staff").unwrap())
+        .await
+        .unwrap();
+
+    // The system sender needs no membership, even in a private room, and a
+    // retry with the same key answers the original message.
+    let publish = json!({"user": "system", "body": "maintenance at 6", "local_id": "notice-1"});
+    let r = backend
+        .post("/api/rooms/staff/messages", publish.clone())
+        .await;
+    let seq = r.assert_status(201)["seq"].as_u64().unwrap();
+    let again = backend.post("/api/rooms/staff/messages", publish).await;
+    assert_eq!(again.assert_status(201)["seq"].as_u64(), Some(seq));
+    let m = next_msg(&mut sub).await;
+    assert_eq!(
+        (m.from.as_str(), m.body.as_str(), m.seq),
+        ("system", "maintenance at 6", seq)
+    );
+    let r = alice.get("/v1/rooms/staff/messages").await;
+    assert_eq!(
+        r.assert_status(200)["messages"].as_array().unwrap().len(),
+        1,
+        "stored once"
+    );
+    // A user who is not a member still cannot post there.
+    backend
+        .post(
+            "/api/rooms/staff/messages",
+            json!({"user": "bob", "body": "x"}),
+        )
+        .await
+        .assert_error(403, "forbidden");
+
+    // Not rate-limited (the default send limit has a burst of 30).
+    for i in 0..40 {
+        backend
+            .post(
+                "/api/rooms/lobby/messages",
+                json!({"user": "system", "body": format!("tick {i}")}),
+            )
+            .await
+            .assert_status(201);
+    }
+    let r = backend
+        .post(
+            "/api/broadcast",
+            json!({"rooms": ["lobby", "staff"], "user": "system", "body": "to all"}),
+        )
+        .await;
+    let results = r.assert_status(200)["results"].clone();
+    assert!(
+        results[0]["sent"].is_object() && results[1]["sent"].is_object(),
+        "{results}"
+    );
+
+    // No token may be the system sender, on REST or on a socket.
+    Api::user(s.http, "system")
+        .get("/v1/rooms")
+        .await
+        .assert_error(401, "unauthorized");
+    let mut raw = common::Raw::connect(s.tcp).await;
+    raw.send_map(json!({"t": "hello", "v": 1, "token": common::token("system"), "id": 0}))
+        .await;
+    common::assert_error(raw.next().await, "unauthorized", true);
 }

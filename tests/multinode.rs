@@ -23,6 +23,7 @@ use std::time::Duration;
 struct Node {
     child: Child,
     tcp: SocketAddr,
+    http: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -79,9 +80,16 @@ impl Node {
             .unwrap_or_else(|| panic!("no tcp= in {line:?}"))
             .parse()
             .unwrap();
+        let http = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .unwrap_or_else(|| panic!("no http= in {line:?}"))
+            .parse()
+            .unwrap();
         Node {
             child,
             tcp,
+            http,
             _dir: dir,
         }
     }
@@ -491,4 +499,35 @@ async fn three_nodes_on_a_redis_cluster_use_sharded_pubsub() {
     assert_eq!(presence_of(&members[2], "member0").await, Status::Online);
     assert_eq!(presence_of(&members[0], "member2").await, Status::Online);
     drop(nodes);
+}
+
+#[tokio::test]
+async fn the_server_api_disconnects_a_user_on_every_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    const KEY: &str = "multinode-api-key-0123456789";
+    let a = Node::spawn_with(&redis.url(), &["--api-keys", KEY]);
+    let b = Node::spawn_with(&redis.url(), &["--api-keys", KEY]);
+    let mut carol_a = Raw::connect(a.tcp).await;
+    carol_a.hello("carol").await;
+    let mut carol_b = Raw::connect(b.tcp).await;
+    carol_b.hello("carol").await;
+    let mut dave_b = Raw::connect(b.tcp).await;
+    dave_b.hello("dave").await;
+
+    // Asked on node a: a closes its connection and counts it; b closes its own.
+    let r = common::http::Api::key(a.http, KEY)
+        .post("/api/users/carol/disconnect", serde_json::json!({}))
+        .await;
+    assert_eq!(r.assert_status(200)["disconnected"], 1);
+    for c in [&mut carol_a, &mut carol_b] {
+        let frames = c.drain_to_eof().await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_error(frames.into_iter().next(), "unauthorized", true);
+    }
+    dave_b
+        .send_map(serde_json::json!({"t": "ping", "id": 1}))
+        .await;
+    assert!(matches!(dave_b.next().await, Some(ServerFrame::Pong(_))));
 }

@@ -62,14 +62,15 @@ impl Decoder for FrameCodec {
 
 /// Encodes `msg` as a MessagePack map (string keys) behind a length header,
 /// appending to `buf`. This is the only encoder the server uses, so every
-/// frame it sends is produced the same way.
+/// frame it sends is produced the same way, with every id in its public form
+/// ([`crate::ids::public_ids`]: a server's tenants never show).
 pub fn encode_into<T: Serialize + ?Sized>(buf: &mut BytesMut, msg: &T) {
     let start = buf.len();
     buf.put_u32(0);
     let mut ser = rmp_serde::Serializer::new(buf.writer()).with_struct_map();
     // Encoding our own serde types into memory cannot fail: every type is a
     // map of strings, integers, booleans and nested maps/arrays of those.
-    if msg.serialize(&mut ser).is_err() {
+    if crate::ids::public_ids(|| msg.serialize(&mut ser)).is_err() {
         buf.truncate(start);
         return;
     }

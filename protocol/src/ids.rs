@@ -2,24 +2,135 @@
 //!
 //! Room and user ids are validated once at the edge (decode time) so the
 //! rest of a server or client can treat them as trusted, cheap-to-clone strings.
+//!
+//! **Scoped ids** (servers with tenants): inside a server an id may carry its
+//! tenant, as `TENANT` + U+001F + the id (`acme\u{1f}general`). The separator
+//! is a control character, which no id a client can send contains, so a
+//! scoped id can never be forged from outside, and the split is unambiguous.
+//! Clients never see one: while a frame is encoded for the wire
+//! ([`crate::frame::encode_into`], or [`public_ids`] around other encoders),
+//! an id serializes as its public part ([`RoomId::public`]); everywhere
+//! else (a server's store records, its logs, its Redis keys) it keeps the
+//! tenant.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
+
+/// Separates a scoped id's tenant from the id (U+001F, the unit separator).
+pub const TENANT_SEP: char = '\u{1f}';
+/// Longest tenant name, in bytes.
+pub const MAX_TENANT_LEN: usize = 32;
+
+/// Checks a tenant name: 1 to 32 bytes of `A-Z a-z 0-9 _ . -`.
+pub fn check_tenant(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > MAX_TENANT_LEN {
+        return Err(format!("tenant must be 1 to {MAX_TENANT_LEN} bytes"));
+    }
+    if !t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err("tenant may only contain A-Z a-z 0-9 _ . -".into());
+    }
+    Ok(())
+}
+
+thread_local! {
+    static PUBLIC: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with ids serializing as their public part (the wire form).
+/// Serialization is synchronous, so the flag covers exactly what `f` encodes.
+pub fn public_ids<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PUBLIC.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PUBLIC.with(|p| p.replace(true)));
+    f()
+}
+
+fn encoding_public() -> bool {
+    PUBLIC.with(|p| p.get())
+}
+
+/// `(tenant, rest)` of a scoped id.
+fn split_scoped(s: &str) -> Option<(&str, &str)> {
+    s.split_once(TENANT_SEP)
+}
+
+/// `text` with every scoped id in it shown as its public part: each
+/// separator goes, with the tenant name right before it.
+pub fn strip_scopes(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(TENANT_SEP) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let parts = text.split(TENANT_SEP).count();
+    for (i, part) in text.split(TENANT_SEP).enumerate() {
+        // Every part but the last ends with the tenant of the next id.
+        let keep = if i + 1 < parts {
+            let cut = part
+                .bytes()
+                .rposition(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+                .map_or(0, |at| at + 1);
+            &part[..cut]
+        } else {
+            part
+        };
+        out.push_str(keep);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Serializes a free text (an error message) for the wire: ids in it public.
+pub fn serialize_text<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    if encoding_public() {
+        s.serialize_str(&strip_scopes(text))
+    } else {
+        s.serialize_str(text)
+    }
+}
 
 /// Longest accepted room id, in bytes.
 pub const MAX_ROOM_ID_LEN: usize = 64;
 /// Longest accepted user id (JWT `sub`), in bytes.
 pub const MAX_USER_ID_LEN: usize = 128;
 
-/// A room id: 1..=64 bytes of `[A-Za-z0-9_.:-]`, not `.` or `..`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// A room id: 1..=64 bytes of `[A-Za-z0-9_.:-]`, not `.` or `..`; inside a
+/// server also a scoped one (`TENANT` U+001F id, see the module docs).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct RoomId(Arc<str>);
 
+impl Serialize for RoomId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if encoding_public() {
+            self.public()
+        } else {
+            &self.0
+        })
+    }
+}
+
 impl RoomId {
-    /// Validates and wraps a room id.
+    /// Validates and wraps a room id, plain or scoped. A malformed scoped id
+    /// gets the plain rules' answer (a client sent a control character).
     pub fn new(s: &str) -> Result<Self, String> {
+        if let Some((tenant, id)) = split_scoped(s) {
+            if check_tenant(tenant).is_ok() && Self::plain(id).is_ok() {
+                return Ok(Self(Arc::from(s)));
+            }
+        }
+        Self::plain(s)
+    }
+
+    /// Validates and wraps a plain room id (what clients may send).
+    pub fn plain(s: &str) -> Result<Self, String> {
         if s.is_empty() || s.len() > MAX_ROOM_ID_LEN {
             return Err(format!("room id must be 1 to {MAX_ROOM_ID_LEN} bytes"));
         }
@@ -42,8 +153,28 @@ impl RoomId {
         Self(Arc::from(format!("r{}", hex::encode(bytes))))
     }
 
+    /// The full id (with its tenant when scoped): for keys and comparisons.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `plain` in `tenant` (a plain id given a scoped one keeps only its public part).
+    pub fn scoped(tenant: &str, plain: &RoomId) -> RoomId {
+        Self(Arc::from(format!("{tenant}{TENANT_SEP}{}", plain.public())))
+    }
+
+    /// The tenant of a scoped id.
+    pub fn tenant(&self) -> Option<&str> {
+        split_scoped(&self.0).map(|(t, _)| t)
+    }
+
+    /// The id as its tenant's clients know it.
+    pub fn public(&self) -> &str {
+        split_scoped(&self.0).map_or(&self.0, |(_, id)| id)
+    }
+
+    pub fn is_scoped(&self) -> bool {
+        self.0.contains(TENANT_SEP)
     }
 }
 
@@ -73,13 +204,36 @@ impl fmt::Debug for RoomId {
 }
 
 /// A user id, taken from the JWT `sub` claim: 1..=128 bytes, no control or
-/// bidirectional control characters, at least one visible character.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// bidirectional control characters, at least one visible character; inside
+/// a server also a scoped one (`TENANT` U+001F id, see the module docs).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct UserId(Arc<str>);
 
+impl Serialize for UserId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if encoding_public() {
+            self.public()
+        } else {
+            &self.0
+        })
+    }
+}
+
 impl UserId {
+    /// Validates and wraps a user id, plain or scoped. A malformed scoped id
+    /// gets the plain rules' answer (a client sent a control character).
     pub fn new(s: &str) -> Result<Self, String> {
+        if let Some((tenant, id)) = split_scoped(s) {
+            if check_tenant(tenant).is_ok() && Self::plain(id).is_ok() {
+                return Ok(Self(Arc::from(s)));
+            }
+        }
+        Self::plain(s)
+    }
+
+    /// Validates and wraps a plain user id (what a token or a client may give).
+    pub fn plain(s: &str) -> Result<Self, String> {
         if s.is_empty() || s.len() > MAX_USER_ID_LEN {
             return Err(format!("user id must be 1 to {MAX_USER_ID_LEN} bytes"));
         }
@@ -92,8 +246,28 @@ impl UserId {
         Ok(Self(Arc::from(s)))
     }
 
+    /// The full id (with its tenant when scoped): for keys and comparisons.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `plain` in `tenant` (a scoped id given keeps only its public part).
+    pub fn scoped(tenant: &str, plain: &UserId) -> UserId {
+        Self(Arc::from(format!("{tenant}{TENANT_SEP}{}", plain.public())))
+    }
+
+    /// The tenant of a scoped id.
+    pub fn tenant(&self) -> Option<&str> {
+        split_scoped(&self.0).map(|(t, _)| t)
+    }
+
+    /// The id as its tenant's clients know it.
+    pub fn public(&self) -> &str {
+        split_scoped(&self.0).map_or(&self.0, |(_, id)| id)
+    }
+
+    pub fn is_scoped(&self) -> bool {
+        self.0.contains(TENANT_SEP)
     }
 }
 
@@ -147,6 +321,53 @@ mod tests {
         let r = RoomId::random();
         assert_eq!(r.as_str().len(), 25);
         assert!(RoomId::new(r.as_str()).is_ok());
+    }
+
+    #[test]
+    fn scoped_ids_keep_their_tenant_inside_and_show_the_public_part_outside() {
+        let plain = RoomId::new("general").unwrap();
+        let r = RoomId::scoped("acme", &plain);
+        assert_eq!(r.as_str(), "acme\u{1f}general");
+        assert_eq!((r.tenant(), r.public()), (Some("acme"), "general"));
+        assert_eq!(RoomId::new(r.as_str()).unwrap(), r, "a store reads it back");
+        assert!(
+            RoomId::plain(r.as_str()).is_err(),
+            "clients cannot send one"
+        );
+        assert_ne!(r, RoomId::scoped("globex", &plain));
+        assert!(RoomId::new("bad tenant\u{1f}general").is_err());
+        assert!(RoomId::new("acme\u{1f}globex\u{1f}general").is_err());
+        assert_eq!(
+            RoomId::new("\u{1f}general").unwrap_err(),
+            "room id may only contain A-Z a-z 0-9 _ . : -",
+            "a malformed one is refused by the plain rules"
+        );
+        assert!(UserId::new("x\u{1f}")
+            .unwrap_err()
+            .contains("control characters"));
+        let u = UserId::scoped("acme", &UserId::new("alice").unwrap());
+        assert_eq!((u.tenant(), u.public()), (Some("acme"), "alice"));
+        assert!(UserId::plain(u.as_str()).is_err());
+        assert_eq!(UserId::new("alice").unwrap().tenant(), None);
+
+        // Only the wire encoding shows the public part.
+        let full = rmp_serde::to_vec(&(&r, &u)).unwrap();
+        let (r2, u2): (RoomId, UserId) = rmp_serde::from_slice(&full).unwrap();
+        assert_eq!((r2, u2), (r.clone(), u.clone()));
+        let wire = public_ids(|| rmp_serde::to_vec(&(&r, &u)).unwrap());
+        let (r3, u3): (String, String) = rmp_serde::from_slice(&wire).unwrap();
+        assert_eq!((r3.as_str(), u3.as_str()), ("general", "alice"));
+        assert!(!encoding_public(), "the flag is restored");
+    }
+
+    #[test]
+    fn scopes_are_stripped_from_texts() {
+        assert_eq!(strip_scopes("no room x"), "no room x");
+        assert_eq!(
+            strip_scopes("you are not a member of acme\u{1f}general (acme\u{1f}al-ice)"),
+            "you are not a member of general (al-ice)"
+        );
+        assert_eq!(strip_scopes("\u{1f}x"), "x");
     }
 
     #[test]

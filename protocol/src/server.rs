@@ -153,6 +153,8 @@ pub struct ErrorFrame {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
     pub code: ErrorCode,
+    /// Ids in it are shown as the client knows them (`ids::serialize_text`).
+    #[serde(serialize_with = "crate::ids::serialize_text")]
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,

@@ -154,6 +154,61 @@ async fn room_list(core: &Arc<Core>, user: &UserId) -> Result<Vec<RoomSummary>, 
     Ok(rooms)
 }
 
+/// Rows of the shared directory read per store call while filtering it for a tenant.
+const DIRECTORY_SCAN: usize = 256;
+
+/// A page of the public directory. With tenants, the one directory is shared:
+/// it is read in batches and only the tenant's rooms kept, and the cursor is
+/// the store's own, taken right after the last room returned (so it names
+/// nothing of another tenant). A full page may then be followed by an empty
+/// last one. The cost of a page grows with other tenants' public rooms
+/// between the tenant's (a per-tenant index needs the store: not done).
+async fn directory(
+    core: &Arc<Core>,
+    tenant: Option<&str>,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<RoomMeta>, Option<String>), crate::store::StoreError> {
+    use crate::store::{Cursor, PageReq};
+    let page = |after: Option<&str>, limit: usize| PageReq {
+        after: after.map(|c| Cursor(c.to_string())),
+        limit,
+    };
+    let Some(tenant) = tenant else {
+        // Tenants off: a data dir once served with tenants lists none of theirs.
+        let mut p = core.store.public_rooms(prefix, page(after, limit)).await?;
+        p.items.retain(|m| !m.id.is_scoped());
+        return Ok((p.items, p.next.map(|c| c.0)));
+    };
+    let mut cursor = after.map(str::to_string);
+    let mut out = Vec::new();
+    loop {
+        let p = core
+            .store
+            .public_rooms(prefix, page(cursor.as_deref(), DIRECTORY_SCAN))
+            .await?;
+        for (i, m) in p.items.into_iter().enumerate() {
+            if !crate::tenant::owns(Some(tenant), &m.id) {
+                continue;
+            }
+            out.push(m);
+            if out.len() == limit {
+                // The store's cursor right after this row: the same batch, cut here.
+                let cut = core
+                    .store
+                    .public_rooms(prefix, page(cursor.as_deref(), i + 1))
+                    .await?;
+                return Ok((out, cut.next.map(|c| c.0)));
+            }
+        }
+        match p.next {
+            Some(n) => cursor = Some(n.0),
+            None => return Ok((out, None)),
+        }
+    }
+}
+
 pub(crate) fn action_of(frame: &ClientFrame) -> Option<Action> {
     use ClientFrame::*;
     Some(match frame {
@@ -177,7 +232,9 @@ pub async fn request(
 ) {
     let id = frame.id().unwrap_or(0);
     let reply = ReplyTo::new(id, outbox);
-    if let Some(action) = action_of(&frame) {
+    // The system sender is the app backend's (trusted, API key): not limited.
+    let system = user.public() == core.config.system_user;
+    if let Some(action) = action_of(&frame).filter(|_| !system) {
         if let Decision::Deny { retry_after } = core.limiter.check(user, action).await {
             // Typing without an id is fire-and-forget: a refusal is dropped, like the indicator.
             if frame.id().is_some() {
@@ -398,15 +455,9 @@ pub async fn request(
         ClientFrame::PublicRooms(p) => {
             let prefix = p.prefix.unwrap_or_default();
             let limit = p.limit.unwrap_or(50) as usize;
-            let page = crate::store::PageReq {
-                after: p.after.map(crate::store::Cursor),
-                limit,
-            };
-            match core.store.public_rooms(&prefix, page).await {
-                Ok(page) => {
-                    let next = page.next.map(|c| c.0);
-                    let rooms = page
-                        .items
+            match directory(core, user.tenant(), &prefix, p.after.as_deref(), limit).await {
+                Ok((metas, next)) => {
+                    let rooms = metas
                         .into_iter()
                         .map(|m| PublicRoom {
                             room: m.id,

@@ -14,6 +14,7 @@ pub mod caps;
 pub mod dispatch;
 pub mod outbox;
 pub mod quotas;
+pub mod registry;
 pub mod writer;
 
 use crate::ids::SessionId;
@@ -142,6 +143,9 @@ async fn read_loop<S>(
     };
     let mut addr_slot = Some(addr_slot);
     let mut _user_slot = None;
+    // Cancelled by the server API's disconnect (`conn::registry`).
+    let disconnect = CancellationToken::new();
+    let mut _registered = None;
     let mut admitted = false;
     let max_in_flight = core.config.max_in_flight;
     let mut _session_metric = None;
@@ -158,6 +162,14 @@ async fn read_loop<S>(
                     WireError::new(ErrorCode::ShuttingDown, "server is shutting down; reconnect")
                         .with_retry(retry),
                 ));
+                break;
+            }
+            _ = disconnect.cancelled() => {
+                tracing::info!(session = %session_id, "disconnected through the server API");
+                outbox.close_with(&ServerFrame::closing(WireError::new(
+                    ErrorCode::Unauthorized,
+                    "disconnected by the server",
+                )));
                 break;
             }
             _ = tokio::time::sleep_until(deadline) => session.handle_timeout(Instant::now()),
@@ -197,6 +209,11 @@ async fn read_loop<S>(
                 match Box::pin(dispatch::admit(core, session_id, &user)).await {
                     Ok(()) => {
                         admitted = true;
+                        _registered = Some(core.registry.register(
+                            user.clone(),
+                            session_id,
+                            disconnect.clone(),
+                        ));
                         _session_metric = Some(SessionGuard::open(transport));
                         outbox.send(&session.welcome(id, user.clone()));
                         if sync {

@@ -94,7 +94,8 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody {
             error: self.error.code,
-            message: self.error.message,
+            // Ids in it as the caller knows them (tenants: `crate::tenant`).
+            message: crate::proto::ids::strip_scopes(&self.error.message).into_owned(),
             retry_after_ms: self.error.retry_after_ms,
         };
         (status, headers, axum::Json(body)).into_response()

@@ -1,10 +1,12 @@
 //! The HTTP listener: `GET /health`; `GET /ws`, the WebSocket bridge
 //! ([`crate::transport::ws`]); the REST API (`/v1`, `/api`, [`api`]) with its
 //! OpenAPI document (`/openapi.json`, `/docs`, [`openapi`]); the operations
-//! routes of [`crate::http_ops`] (`/metrics`, `/ready`, the accounts). The same routes
+//! routes of [`crate::http_ops`] (`/metrics`, `/ready`, the accounts); CORS
+//! ([`cors`], `--cors-origins`). The same routes
 //! are served over TLS on the optional HTTPS listener ([`TlsListener`]).
 
 pub mod api;
+pub mod cors;
 pub mod error;
 pub mod openapi;
 
@@ -67,10 +69,14 @@ pub async fn serve<L>(
         accounts: core.accounts.is_some(),
         dev_token: core.config.web_chat_dev_token,
     };
-    let app = crate::webchat::router(core.config.web_chat, sign_in)
+    let mut app = crate::webchat::router(core.config.web_chat, sign_in)
         .merge(router(core.clone()))
-        .merge(crate::http_ops::router(core))
-        .merge(crate::transport::ws::router(bridge));
+        .merge(crate::http_ops::router(core.clone()));
+    // CORS on every route but `/ws`, whose origins are `--ws-allowed-origins`.
+    if let Some(cors) = cors::layer(&core.config.cors_origins) {
+        app = app.layer(cors);
+    }
+    let app = app.merge(crate::transport::ws::router(bridge));
     crate::transport::http::serve(listener, app, limits, shutdown).await;
 }
 

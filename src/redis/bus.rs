@@ -11,7 +11,8 @@
 //! - Subscriptions: a node subscribes to a room's channel only while it has
 //!   local subscribers; (un)subscribe requests are batched into one command.
 //!   The connection re-subscribes by itself after a reconnect.
-//! - Presence changes travel on `rc:presence`.
+//! - Presence changes travel on `rc:presence`, and so do the server API's
+//!   disconnects of a user.
 //!
 //! Receivers reorder by seq (see `Room::deliver`): a seq allocated by a node
 //! that died before committing leaves a gap that is skipped after
@@ -32,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 const KIND_EVENTS: u8 = 0;
 const KIND_EPHEMERAL: u8 = 1;
+/// On the presence channel: the server API disconnects a user (body: the user id).
+/// Nodes without it ignore it (the body is not presence JSON).
+const KIND_DISCONNECT: u8 = 2;
 const PRESENCE_CHANNEL: &str = "rc:presence";
 /// Publications kept while Redis is away; older ones are dropped past this (and logged).
 const MAX_QUEUED: usize = 100_000;
@@ -44,6 +48,8 @@ pub enum Inbound {
         payload: Bytes,
     },
     Presence(UserPresence),
+    /// Close every connection of this user (the server API's disconnect).
+    Disconnect(UserId),
 }
 
 enum SubOp {
@@ -98,6 +104,14 @@ impl RedisBus {
         b.put_u8(kind);
         b.extend_from_slice(payload);
         b.freeze()
+    }
+
+    /// Asks every other node to close the connections of `user`.
+    pub fn publish_disconnect(&self, user: &UserId) {
+        let _ = self.publish.send((
+            PRESENCE_CHANNEL.to_string(),
+            self.envelope(KIND_DISCONNECT, user.as_str().as_bytes()),
+        ));
     }
 
     /// Tells every other node about a presence change.
@@ -293,7 +307,15 @@ async fn receiver(
         let Ok(ch) = std::str::from_utf8(ch) else {
             continue;
         };
-        let msg = if ch == PRESENCE_CHANNEL {
+        let msg = if ch == PRESENCE_CHANNEL && kind == KIND_DISCONNECT {
+            match std::str::from_utf8(&body)
+                .ok()
+                .and_then(|u| UserId::new(u).ok())
+            {
+                Some(user) => Inbound::Disconnect(user),
+                None => continue,
+            }
+        } else if ch == PRESENCE_CHANNEL {
             match serde_json::from_slice::<UserPresence>(&body) {
                 Ok(p) => Inbound::Presence(p),
                 Err(_) => continue,

@@ -46,17 +46,23 @@ impl OfflineNotifier {
                     let recipients: Vec<&&UserId> =
                         offline.iter().filter(|u| ***u != m.from).collect();
                     for chunk in recipients.chunks(RECIPIENTS_PER_ENTRY) {
-                        let to: Vec<&str> = chunk.iter().map(|u| u.as_str()).collect();
-                        let event = serde_json::json!({
-                            "type": "message.created",
-                            "room": job.room,
-                            "seq": m.seq,
-                            "from": m.from,
-                            "ts": m.ts,
-                            "kind": m.kind,
-                            "preview": m.preview,
-                            "recipients": to,
+                        // Ids as the tenant's apps know them, and the tenant.
+                        let to: Vec<&str> = chunk.iter().map(|u| u.public()).collect();
+                        let mut event = crate::proto::ids::public_ids(|| {
+                            serde_json::json!({
+                                "type": "message.created",
+                                "room": job.room,
+                                "seq": m.seq,
+                                "from": m.from,
+                                "ts": m.ts,
+                                "kind": m.kind,
+                                "preview": m.preview,
+                                "recipients": to,
+                            })
                         });
+                        if let Some(tenant) = job.room.tenant() {
+                            event["tenant"] = tenant.into();
+                        }
                         pipe.cmd("XADD")
                             .arg(&stream)
                             .arg("MAXLEN")

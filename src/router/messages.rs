@@ -130,10 +130,12 @@ impl Shard {
         msg: NewMessage,
         reply: ReplyTo,
     ) {
+        // The system sender (server API) posts without being a member.
+        let system = user.public() == self.cfg.system_user;
         let Some(room) = self.active(room_id) else {
             return reply.error(not_found(room_id));
         };
-        if !room.is_member(&user) {
+        if !room.is_member(&user) && !system {
             let why = if room.meta.private {
                 "is private"
             } else {

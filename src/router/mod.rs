@@ -152,9 +152,10 @@ async fn supervise(index: usize, mut rx: mpsc::Receiver<ShardMsg>, make: impl Fn
     }
 }
 
-/// Whether `room` has the form of a direct room id (`d` + 40 hex digits).
+/// Whether `room` has the form of a direct room id (`d` + 40 hex digits; in
+/// its tenant when scoped).
 pub fn is_direct_room_id(room: &RoomId) -> bool {
-    let s = room.as_str();
+    let s = room.public();
     s.len() == 41
         && s.starts_with('d')
         && s[1..]
@@ -164,18 +165,30 @@ pub fn is_direct_room_id(room: &RoomId) -> bool {
 
 /// The id of the one direct room of two users: the same whoever asks, and not
 /// forgeable from other user ids (a SHA-256 of both ids, length-prefixed).
+/// With tenants, both users are of one tenant (the boundary scoped them with
+/// the asker's): the hash is of the ids their clients know, so a pair's
+/// direct room shows the same id in every tenant, and the room is scoped
+/// with the tenant.
 pub fn direct_room_id(a: &UserId, b: &UserId) -> RoomId {
     use sha2::{Digest, Sha256};
-    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    let (x, y) = if a.public() <= b.public() {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let mut h = Sha256::new();
     for u in [x, y] {
-        h.update((u.as_str().len() as u32).to_be_bytes());
-        h.update(u.as_str().as_bytes());
+        h.update((u.public().len() as u32).to_be_bytes());
+        h.update(u.public().as_bytes());
     }
     let digest = h.finalize();
     // "d" + 40 hex digits (160 bits) is well inside the 64-byte room id limit.
     let id = format!("d{}", hex::encode(&digest[..20]));
-    RoomId::new(&id).unwrap_or_else(|_| RoomId::random())
+    let plain = RoomId::new(&id).unwrap_or_else(|_| RoomId::random());
+    match a.tenant() {
+        Some(t) => RoomId::scoped(t, &plain),
+        None => plain,
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +213,7 @@ mod tests {
             outbox_bytes: 1 << 20,
             gap_timeout: Duration::from_secs(5),
             max_invites_per_room: 100,
+            system_user: "system".into(),
         }
     }
 

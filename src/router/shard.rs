@@ -68,6 +68,9 @@ pub struct ShardConfig {
     pub gap_timeout: Duration,
     /// Usable (not revoked, expired or used up) invites a room may hold.
     pub max_invites_per_room: usize,
+    /// The system sender (`--system-user`, public id): may send into any room
+    /// without being a member (the server API publishes as it).
+    pub system_user: String,
 }
 
 pub(super) enum Slot {

@@ -478,7 +478,7 @@ pub fn check_request(
             }
         }
         ClientFrame::StartDirect(d) => {
-            if &d.user == user {
+            if d.user.as_str() == user.public() {
                 return Err(bad("user: a direct room needs another user".into()));
             }
         }
@@ -510,7 +510,8 @@ pub fn check_request(
         | ClientFrame::RevokeInvite(_)
         | ClientFrame::Favorites(_) => {}
     }
-    Ok(())
+    // Last, on the plain ids the rules above checked: the sender's tenant.
+    crate::tenant::scope_request(frame, user)
 }
 
 #[cfg(test)]

@@ -81,8 +81,19 @@ impl FromRequestParts<Arc<Core>> for AuthUser {
 }
 
 /// An app backend on `/api`: `X-Api-Key: <key>`, one of `--api-keys`. JWTs are
-/// never keys, and an `Authorization` header does not count.
-pub struct Backend;
+/// never keys, and an `Authorization` header does not count. With tenants,
+/// each key is of one tenant (`TENANT:KEY`) and acts only inside it.
+pub struct Backend {
+    pub tenant: Option<String>,
+}
+
+impl Backend {
+    /// A user id the backend names, in the key's tenant (`bad_request` for an
+    /// id that is already scoped: no client may send one).
+    pub fn user(&self, user: UserId) -> Result<UserId, ApiError> {
+        crate::tenant::scope_user(self.tenant.as_deref(), user).map_err(ApiError::from)
+    }
+}
 
 /// Compares in time independent of where the strings differ.
 fn same_key(a: &[u8], b: &[u8]) -> bool {
@@ -102,13 +113,24 @@ impl FromRequestParts<Arc<Core>> for Backend {
             .ok_or_else(|| unauthorized("give one X-Api-Key"))?
             .as_bytes();
         // Every key is compared, so the time does not tell which one matched.
-        let matched = keys
-            .iter()
-            .fold(false, |m, k| same_key(k.trim().as_bytes(), given) | m);
-        if matched {
-            Ok(Backend)
-        } else {
-            Err(unauthorized("unknown API key"))
+        let mut matched = None;
+        for entry in keys {
+            let entry = entry.trim();
+            let (tenant, key) = match core.config.tenants {
+                // Checked at startup (`Config::validate`).
+                true => match crate::tenant::api_key(entry) {
+                    Ok((t, k)) => (Some(t), k),
+                    Err(_) => continue,
+                },
+                false => (None, entry),
+            };
+            if same_key(key.as_bytes(), given) {
+                matched = Some(tenant.map(str::to_string));
+            }
+        }
+        match matched {
+            Some(tenant) => Ok(Backend { tenant }),
+            None => Err(unauthorized("unknown API key")),
         }
     }
 }

@@ -189,7 +189,12 @@ async fn members(
     let next = (start + page.len() < list.len())
         .then(|| page.last().map(|m| m.user.to_string()))
         .flatten();
-    let ids: Vec<UserId> = page.iter().map(|m| m.user.clone()).collect();
+    // Ids from the reply are as the client knows them: presence is asked in
+    // the caller's tenant.
+    let ids: Vec<UserId> = page
+        .iter()
+        .map(|m| crate::tenant::like(&user, m.user.clone()))
+        .collect();
     let presence = core.presence.get_many(&ids).await;
     let members = page
         .into_iter()
@@ -228,7 +233,10 @@ pub struct RoomPresence {
 /// and `GET /api/rooms/{room}/presence`.
 pub async fn presence_as(core: &Arc<Core>, user: &UserId, room: RoomId) -> ApiResult {
     let (list, rl) = member_list(core, user, room.clone()).await?;
-    let ids: Vec<UserId> = list.into_iter().map(|m| m.user).collect();
+    let ids: Vec<UserId> = list
+        .into_iter()
+        .map(|m| crate::tenant::like(user, m.user))
+        .collect();
     let statuses = core.presence.get_many(&ids).await;
     let online: Vec<UserId> = statuses
         .into_iter()

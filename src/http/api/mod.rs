@@ -57,7 +57,8 @@ pub fn reply<T: Serialize>(
     if status == StatusCode::NO_CONTENT {
         return (status, headers).into_response();
     }
-    (status, headers, axum::Json(body)).into_response()
+    // Ids in their public form: a tenant's clients never see the scope.
+    (status, headers, crate::tenant::json(body)).into_response()
 }
 
 /// Every REST route, with its OpenAPI description.

@@ -125,11 +125,16 @@ async fn get_room(
     AuthUser(user): AuthUser,
     Path(room): Path<RoomId>,
 ) -> ApiResult {
-    let (rooms, limit) = room_list(&core, &user).await?;
+    room_as(&core, &user, room).await
+}
+
+/// `room` as in `user`'s room list (`/v1/rooms/{room}`, `/api/rooms/{room}`).
+pub async fn room_as(core: &Arc<Core>, user: &UserId, room: RoomId) -> ApiResult {
+    let (rooms, limit) = room_list(core, user).await?;
     let summary = rooms
         .into_iter()
         .find(|r| r.room == room)
-        .ok_or_else(|| ApiError::not_found(format!("you are not a member of room {room}")))?;
+        .ok_or_else(|| ApiError::not_found(format!("not a member of room {room}")))?;
     Ok(reply(StatusCode::OK, limit, None, &summary))
 }
 

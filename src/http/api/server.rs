@@ -1,14 +1,15 @@
 //! The server API for app backends (`/api/...`, `X-Api-Key`): the backend owns
 //! identity, so it acts *as* a user it names, and every action runs as that
 //! user's protocol request through the same rules (membership, permissions,
-//! rate limits, `local_id` idempotency). Plus node information.
+//! rate limits, `local_id` idempotency). Plus disconnecting a user's
+//! connections and node information.
 
 use super::extract::{Backend, Json, Path, Query};
 use super::members::{join_as, leave_as, presence_as, JoinWith, Joined, RoomPresence};
 use super::messages::{
     history_as, send_as, sent_as, HistoryQuery, MessagePage, NewMessage, SentMessage,
 };
-use super::rooms::{create_as, CreatedRoom, Done, NewRoom};
+use super::rooms::{create_as, room_as, CreatedRoom, Done, NewRoom};
 use super::{ApiResult, Tags};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::ids::{RoomId, UserId};
@@ -33,8 +34,10 @@ pub fn routes() -> OpenApiRouter<Arc<Core>> {
         .routes(routes!(publish))
         .routes(routes!(broadcast))
         .routes(routes!(add_member, remove_member))
+        .routes(routes!(room_info))
         .routes(routes!(room_presence))
         .routes(routes!(room_history))
+        .routes(routes!(disconnect))
         .routes(routes!(info))
 }
 
@@ -60,22 +63,25 @@ pub struct BackendRoom {
     security(("api_key" = [])))]
 async fn create_room(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Json(b): Json<BackendRoom>,
 ) -> ApiResult {
+    let owner = backend.user(b.owner)?;
     let room = NewRoom {
         name: b.name,
         private: b.private,
         description: b.description,
         room: b.room,
     };
-    create_as(&core, &b.owner, room).await
+    create_as(&core, &owner, room).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Publication {
-    /// The sender (a member of the room): a bot or system account of your app, or a user.
+    /// The sender: a user who is a member of the room, or the system sender
+    /// (`system`, or the server's `--system-user`), who needs no membership
+    /// and is not rate-limited.
     pub user: UserId,
     pub body: String,
     /// Idempotency key: publishing again with the same one returns the original message.
@@ -105,7 +111,7 @@ impl Publication {
     }
 }
 
-/// Publish a message into a room as a user.
+/// Publish a message into a room as a user or as the system sender.
 #[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = Tags::SERVER,
     params(("room" = RoomId, Path)), request_body = Publication,
     responses(
@@ -114,12 +120,12 @@ impl Publication {
     security(("api_key" = [])))]
 async fn publish(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path(room): Path<RoomId>,
     Json(p): Json<Publication>,
 ) -> ApiResult {
     let (user, msg) = p.message();
-    send_as(&core, &user, room, msg).await
+    send_as(&core, &backend.user(user)?, room, msg).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -127,7 +133,7 @@ async fn publish(
 pub struct Broadcast {
     /// 1 to 100 rooms.
     pub rooms: Vec<RoomId>,
-    /// The sender (a member of every room).
+    /// The sender: a member of every room, or the system sender (`system`).
     pub user: UserId,
     pub body: String,
     /// Idempotency key, per room.
@@ -163,9 +169,10 @@ pub struct BroadcastResults {
     security(("api_key" = [])))]
 async fn broadcast(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Json(b): Json<Broadcast>,
 ) -> ApiResult {
+    let user = backend.user(b.user)?;
     if b.rooms.is_empty() || b.rooms.len() > MAX_BROADCAST_ROOMS {
         return Err(ApiError::bad_request(format!(
             "rooms: give 1 to {MAX_BROADCAST_ROOMS}"
@@ -181,7 +188,7 @@ async fn broadcast(
     let mut results = Vec::with_capacity(b.rooms.len());
     for room in b.rooms {
         results.push(
-            match sent_as(&core, &b.user, room.clone(), msg.clone()).await {
+            match sent_as(&core, &user, room.clone(), msg.clone()).await {
                 Ok((sent, _)) => BroadcastResult {
                     room,
                     sent: Some(sent),
@@ -199,7 +206,11 @@ async fn broadcast(
             },
         );
     }
-    Ok((StatusCode::OK, axum::Json(BroadcastResults { results })).into_response())
+    Ok((
+        StatusCode::OK,
+        crate::tenant::json(&BroadcastResults { results }),
+    )
+        .into_response())
 }
 
 /// Add a user to a room: they join it as they could themselves (a public room,
@@ -210,11 +221,11 @@ async fn broadcast(
     security(("api_key" = [])))]
 async fn add_member(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path((room, user)): Path<(RoomId, UserId)>,
     Json(b): Json<JoinWith>,
 ) -> ApiResult {
-    join_as(&core, &user, room, b.invite).await
+    join_as(&core, &backend.user(user)?, room, b.invite).await
 }
 
 /// Remove a user from a room: they leave it.
@@ -224,10 +235,10 @@ async fn add_member(
     security(("api_key" = [])))]
 async fn remove_member(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path((room, user)): Path<(RoomId, UserId)>,
 ) -> ApiResult {
-    leave_as(&core, &user, room).await
+    leave_as(&core, &backend.user(user)?, room).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -239,6 +250,21 @@ pub struct AsUser {
     pub as_user: UserId,
 }
 
+/// A room (name, kind, privacy, last message, unread count, role), read as
+/// one of its members: as in that member's room list.
+#[utoipa::path(get, path = "/api/rooms/{room}", tag = Tags::SERVER,
+    params(("room" = RoomId, Path), AsUser),
+    responses((status = 200, body = crate::proto::server::RoomSummary), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn room_info(
+    State(core): State<Arc<Core>>,
+    backend: Backend,
+    Path(room): Path<RoomId>,
+    Query(q): Query<AsUser>,
+) -> ApiResult {
+    room_as(&core, &backend.user(q.as_user)?, room).await
+}
+
 /// Presence summary of a room, read as one of its members.
 #[utoipa::path(get, path = "/api/rooms/{room}/presence", tag = Tags::SERVER,
     params(("room" = RoomId, Path), AsUser),
@@ -246,11 +272,11 @@ pub struct AsUser {
     security(("api_key" = [])))]
 async fn room_presence(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path(room): Path<RoomId>,
     Query(q): Query<AsUser>,
 ) -> ApiResult {
-    presence_as(&core, &q.as_user, room).await
+    presence_as(&core, &backend.user(q.as_user)?, room).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -273,15 +299,49 @@ pub struct HistoryAs {
     security(("api_key" = [])))]
 async fn room_history(
     State(core): State<Arc<Core>>,
-    _: Backend,
+    backend: Backend,
     Path(room): Path<RoomId>,
     Query(q): Query<HistoryAs>,
 ) -> ApiResult {
+    let as_user = backend.user(q.as_user)?;
     let page = HistoryQuery {
         before: q.before,
         limit: q.limit,
     };
-    history_as(&core, &q.as_user, room, page).await
+    history_as(&core, &as_user, room, page).await
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Disconnected {
+    pub user: UserId,
+    /// Connections of the user on this node that were told to close (with
+    /// `--redis`, the other nodes close theirs too, uncounted).
+    pub disconnected: u64,
+}
+
+/// Disconnect every protocol connection (TCP, TLS, QUIC, WebSocket) of a user,
+/// on every node: each gets an `error` frame `unauthorized` with `close: true`
+/// and is closed. Not a ban: a client with a valid token may connect again.
+#[utoipa::path(post, path = "/api/users/{user}/disconnect", tag = Tags::SERVER,
+    params(("user" = UserId, Path)),
+    responses((status = 200, body = Disconnected), (status = "4XX", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn disconnect(
+    State(core): State<Arc<Core>>,
+    backend: Backend,
+    Path(user): Path<UserId>,
+) -> ApiResult {
+    let user = backend.user(user)?;
+    let n = core.registry.disconnect(&user);
+    if let Some(bus) = &core.bus {
+        bus.publish_disconnect(&user);
+    }
+    tracing::info!(%user, connections = n, "server API: disconnect");
+    let body = Disconnected {
+        user,
+        disconnected: n as u64,
+    };
+    Ok((StatusCode::OK, crate::tenant::json(&body)).into_response())
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
