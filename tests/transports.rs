@@ -677,6 +677,56 @@ async fn ws_compression_is_off_by_default_and_a_compressed_message_is_a_protocol
     server.stop().await;
 }
 
+/// RFC 6455 §5.2: reserved opcodes and reserved bits fail the connection with
+/// 1002 (protocol error). yawc alone answered reserved opcodes with 1003
+/// (src/transport/ws_opcodes.rs); the first Close on the wire is what counts.
+#[tokio::test]
+async fn ws_reserved_opcodes_and_bits_close_with_1002() {
+    let mut server = TestServer::start().await;
+    // 0x3/0x7 data and 0xB/0xF control opcodes, then RSV2 and RSV3 on a binary frame.
+    for (i, first) in [0x83u8, 0x87, 0x8B, 0x8F, 0xA2, 0x92]
+        .into_iter()
+        .enumerate()
+    {
+        for greeted in [false, true] {
+            let mut ws = RawWs::connect(&server, None).await;
+            if greeted {
+                let user = format!("u{i}");
+                ws.send(
+                    json!({"t": "hello", "v": 1, "token": token(&user), "id": 1}),
+                    false,
+                )
+                .await;
+                let (welcome, _) = ws.frame().await;
+                assert!(matches!(welcome, ServerFrame::Welcome(_)), "{welcome:?}");
+            }
+            // A masked two-byte payload, behind a Ping the server must still answer.
+            let mut f = vec![0x89, 0x80, 0, 0, 0, 0];
+            f.extend([first, 0x82, 1, 2, 3, 4, 0x10, 0x20]);
+            ws.s.write_all(&f).await.unwrap();
+            let close = loop {
+                let m = ws.next().await;
+                if m.opcode == 8 {
+                    break m;
+                }
+                assert!(
+                    m.opcode == 9 || m.opcode == 10,
+                    "{first:#x}: opcode {}",
+                    m.opcode
+                );
+            };
+            let code = u16::from_be_bytes([close.payload[0], close.payload[1]]);
+            assert_eq!(code, 1002, "first byte {first:#x}, after hello: {greeted}");
+        }
+    }
+    client_on(&server, Transport::Ws, "bob")
+        .await
+        .ping()
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn ws_compression_with_context_takeover_refers_back_to_earlier_messages() {
     let mut server = TestServer::start_with(|c| {

@@ -5,14 +5,47 @@ use crate::ids::{SessionId, UserId};
 use crate::proto::types::{Attachment, MessageKind, Role};
 use crate::proto::{ServerFrame, WireError};
 use crate::store::RoomMeta;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a reply goes: the requesting connection's outbox and the request id.
-/// While a `ReplyTo` (or a clone) lives, the request counts against the
-/// connection's in-flight bound (`--max-in-flight`).
-#[derive(Clone)]
+/// While a `ReplyTo` lives, the request counts against the connection's
+/// in-flight bound (`--max-in-flight`).
+///
+/// A request is never left without an answer by a fault: a `ReplyTo` dropped
+/// unanswered while its thread unwinds a panic (the command a shard was
+/// serving) or while the shard supervisor discards a failed shard's state
+/// ([`abandoning`]: queued, batched and in-flight requests) answers
+/// `internal` with `retry_after_ms` ([`RETRY_AFTER_FAULT_MS`]). Everywhere
+/// else dropping it unanswered stays silent (e.g. a typing request without
+/// `id`, a connection that is gone).
 pub struct ReplyTo {
     pub id: u64,
     ticket: InFlight,
+    /// Set by the first frame sent for the request (`&self`: the shard passes
+    /// `&ReplyTo` across awaits, so a `Cell` would not do).
+    answered: AtomicBool,
+}
+
+/// The `retry_after_ms` of a request interrupted by a shard fault. The shard
+/// is serving again before the answer is sent; this only spreads the
+/// retries of a room's clients a little.
+pub const RETRY_AFTER_FAULT_MS: u64 = 250;
+
+thread_local! {
+    static ABANDONING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (which drops a failed shard's state) so that every `ReplyTo`
+/// dropped unanswered inside it answers `internal` with a retry hint.
+pub(crate) fn abandoning<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ABANDONING.with(|a| a.set(self.0));
+        }
+    }
+    let _reset = Reset(ABANDONING.with(|a| a.replace(true)));
+    f()
 }
 
 impl ReplyTo {
@@ -20,6 +53,7 @@ impl ReplyTo {
         ReplyTo {
             id,
             ticket: outbox.in_flight(),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -27,16 +61,38 @@ impl ReplyTo {
         self.ticket.outbox()
     }
 
+    /// Sends a frame for this request. Several frames may be sent (a `joined`
+    /// and its replay); any of them counts as the answer.
     pub fn send(&self, frame: &ServerFrame) {
-        self.outbox().send(frame);
+        self.answered.store(true, Ordering::Relaxed);
+        self.ticket.outbox().send(frame);
     }
 
     pub fn error(&self, e: WireError) {
-        self.outbox().send(&ServerFrame::error(Some(self.id), e));
+        let frame = ServerFrame::error(Some(self.id), e);
+        self.send(&frame);
     }
 
     pub fn ok(&self, room: &crate::ids::RoomId, seq: Option<u64>) {
-        self.send(&ServerFrame::ok(self.id, Some(room.clone()), seq));
+        let frame = ServerFrame::ok(self.id, Some(room.clone()), seq);
+        self.send(&frame);
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if *self.answered.get_mut() || !(std::thread::panicking() || ABANDONING.with(|a| a.get())) {
+            return;
+        }
+        crate::metrics::error_sent(crate::proto::ErrorCode::Internal);
+        let e = WireError::new(
+            crate::proto::ErrorCode::Internal,
+            "a server fault interrupted this request; retry it (a send with the same local_id is stored once)",
+        )
+        .with_retry(RETRY_AFTER_FAULT_MS);
+        self.ticket
+            .outbox()
+            .send(&ServerFrame::error(Some(self.id), e));
     }
 }
 

@@ -128,27 +128,36 @@ impl Router {
 }
 
 /// Runs a shard and restarts it if it panics. A panic loses the shard's
-/// memory (rooms, subscriptions, writes not yet acknowledged), not its inbox
-/// or anything stored: the fresh shard loads rooms from the store again on
-/// their next command, and the connections that were attached to the old one
-/// are closed with `internal` so their clients reconnect and resume. The other
-/// shards' rooms never notice.
+/// memory (rooms, subscriptions), not its inbox or anything stored. Before the
+/// fresh shard starts, the writes the failed one had submitted are awaited, so
+/// that it loads rooms from the store with them on their next command. Every
+/// request that was pending in the failed shard (the command it was serving,
+/// the rest of its inbox batch, queued, batched and in-flight requests) is
+/// answered `internal` with `retry_after_ms` (a `ReplyTo` dropped unanswered
+/// in a fault answers so; see [`command::abandoning`]), and the connections
+/// that had a subscription or a held request there are then closed with
+/// `internal` so their clients reconnect and resume. The other shards' rooms
+/// never notice.
 async fn supervise(index: usize, mut rx: mpsc::Receiver<ShardMsg>, make: impl Fn() -> Shard) {
     use futures_util::FutureExt;
     loop {
         let mut shard = make();
         let run = std::panic::AssertUnwindSafe(shard.run(&mut rx));
+        // (The command being served and the rest of its batch were dropped
+        // while unwinding, which answered their requests.)
         if run.catch_unwind().await.is_ok() {
             return;
         }
+        let writes = shard.finish_writes().await;
         let told = shard.fail_sessions();
         tracing::error!(
             shard = index,
             sessions = told,
+            writes,
             "room shard panicked; restarted it, its rooms reload from the store and its sessions were told to resume"
         );
         // Anything the panicking shard left half-done is dropped here.
-        drop(shard);
+        command::abandoning(|| drop(shard));
     }
 }
 
@@ -245,25 +254,24 @@ mod tests {
     }
 
     async fn send(router: &Router, room: &RoomId, user: &UserId, outbox: &Outbox, id: u64) {
-        let msg = NewMessage {
-            body: format!("m{id}"),
-            local_id: None,
-            kind: Default::default(),
-            attachments: Vec::new(),
-            reply_to: None,
-        };
-        let reply = ReplyTo::new(id, outbox);
         router
-            .send(
-                room.clone(),
-                Command::Send {
-                    user: user.clone(),
-                    msg,
-                    reply,
-                },
-            )
+            .send(room.clone(), send_cmd(user, outbox, id, None))
             .await
             .unwrap();
+    }
+
+    fn send_cmd(user: &UserId, outbox: &Outbox, id: u64, local_id: Option<&str>) -> Command {
+        Command::Send {
+            user: user.clone(),
+            msg: NewMessage {
+                body: format!("m{id}"),
+                local_id: local_id.map(str::to_owned),
+                kind: Default::default(),
+                attachments: Vec::new(),
+                reply_to: None,
+            },
+            reply: ReplyTo::new(id, outbox),
+        }
     }
 
     #[tokio::test]
@@ -389,6 +397,128 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+        router.shutdown().await;
+    }
+
+    /// The `sent` for request `id` (pushes and read pointers may come first).
+    async fn sent_seq(rx: &mut OutboxReceiver, buf: &mut Vec<Option<ServerFrame>>, id: u64) -> u64 {
+        loop {
+            match next(rx, buf).await {
+                Some(ServerFrame::Sent(s)) if s.id == id => return s.seq,
+                Some(ServerFrame::Msg(_) | ServerFrame::Read(_)) => {}
+                other => panic!("waiting for sent {id}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_pending_in_a_panicked_shard_get_internal_with_a_retry_hint_and_retries_are_stored_once(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            crate::store::embedded::EmbeddedStore::open(
+                dir.path(),
+                crate::config::FsyncPolicy::Never,
+            )
+            .unwrap(),
+        );
+        let presence = Arc::new(crate::presence::MemoryPresence::new());
+        let (router, _handles) = Router::start(1, config(), store, presence, None);
+        let alice = UserId::new("alice").unwrap();
+        let room = RoomId::new("r").unwrap();
+        let (outbox, mut rx) = Outbox::new(SessionId(1), 1 << 20);
+        let mut buf = Vec::new();
+        let meta = RoomMeta {
+            id: room.clone(),
+            name: "r".into(),
+            description: String::new(),
+            private: false,
+            kind: RoomKind::Room,
+            created_by: alice.clone(),
+            created_at: now_ms(),
+            deleted: false,
+            members: 1,
+        };
+        let create = Command::Create {
+            meta,
+            reply: ReplyTo::new(1, &outbox),
+        };
+        router.send(room.clone(), create).await.unwrap();
+        assert!(matches!(
+            next(&mut rx, &mut buf).await,
+            Some(ServerFrame::Created(_))
+        ));
+        // "a" is stored before the fault.
+        let a = send_cmd(&alice, &outbox, 2, Some("a"));
+        router.send(room.clone(), a).await.unwrap();
+        assert_eq!(sent_seq(&mut rx, &mut buf, 2).await, 1);
+
+        // "b" is batched (not yet written) when the shard panics; "c" is
+        // behind the fault in the same inbox batch. Neither gets silence.
+        let shard = &router.shards[0];
+        let b = send_cmd(&alice, &outbox, 3, Some("b"));
+        shard.send(ShardMsg::Room(room.clone(), b)).await.unwrap();
+        shard.send(ShardMsg::Panic).await.unwrap();
+        let c = send_cmd(&alice, &outbox, 4, Some("c"));
+        shard.send(ShardMsg::Room(room.clone(), c)).await.unwrap();
+        let mut answered = Vec::new();
+        loop {
+            match next(&mut rx, &mut buf).await {
+                Some(ServerFrame::Error(e)) if !e.close => {
+                    assert_eq!(e.code, ErrorCode::Internal, "{e:?}");
+                    assert_eq!(e.retry_after_ms, Some(command::RETRY_AFTER_FAULT_MS));
+                    answered.push(e.id.expect("the request's id"));
+                }
+                Some(ServerFrame::Error(e)) => {
+                    assert_eq!(e.code, ErrorCode::Internal);
+                    assert_eq!(e.id, None, "the closing error is the connection's");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, [3, 4], "every pending request, before the close");
+        assert!(next(&mut rx, &mut buf).await.is_none(), "then closed");
+
+        // The client reconnects and retries with the same local_ids: "a" was
+        // stored (its original seq), "b" and "c" were not (stored now, once).
+        let (outbox, mut rx) = Outbox::new(SessionId(2), 1 << 20);
+        let mut buf = Vec::new();
+        for (id, lid, seq) in [
+            (5, "a", 1),
+            (6, "b", 2),
+            (7, "c", 3),
+            (8, "b", 2),
+            (9, "a", 1),
+        ] {
+            let retry = send_cmd(&alice, &outbox, id, Some(lid));
+            router.send(room.clone(), retry).await.unwrap();
+            assert_eq!(sent_seq(&mut rx, &mut buf, id).await, seq, "{lid}");
+        }
+        let join = Command::Join {
+            session: SessionId(2),
+            user: alice.clone(),
+            since: Some(0),
+            invite: None,
+            reply: ReplyTo::new(10, &outbox),
+        };
+        router.send(room.clone(), join).await.unwrap();
+        let mut replayed = Vec::new();
+        loop {
+            match next(&mut rx, &mut buf).await {
+                Some(ServerFrame::Joined(j)) => assert_eq!(j.seq, 3),
+                Some(ServerFrame::Msg(m)) => {
+                    replayed.push(m.seq);
+                    if m.seq == 3 {
+                        break;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+        assert_eq!(replayed, [1, 2, 3], "each message once");
         router.shutdown().await;
     }
 }

@@ -11,7 +11,7 @@
 //! and `ephemeral.rs`; resume replay in `replay.rs`.
 
 use super::cluster::{Cluster, Notice};
-use super::command::{Command, ReplyTo};
+use super::command::{abandoning, Command, ReplyTo};
 use super::room::{Room, Sub};
 use crate::ids::{now_ms, RoomId, SessionId, UserId};
 use crate::presence::Presence;
@@ -139,6 +139,9 @@ const MAX_CHUNK: usize = 64 * 1024;
 const INBOX_BATCH: usize = 512;
 /// Ephemeral work (coalesced read pushes, typing expiry) runs this often.
 const TICK: Duration = Duration::from_millis(250);
+/// After a panic: how long the supervisor waits for the store writes the
+/// failed shard had already submitted ([`Shard::finish_writes`]).
+const FAULT_DRAIN: Duration = Duration::from_secs(10);
 
 pub struct Shard {
     pub(super) index: usize,
@@ -281,6 +284,16 @@ impl Shard {
         for (.., reply) in &self.pending_subscribes {
             add(reply.outbox());
         }
+        // Every request still held (queued for a loading room, batched, waiting
+        // for its resend's original) is answered `internal` with a retry hint
+        // first, so it arrives before the closing error.
+        abandoning(|| {
+            self.rooms.clear();
+            self.done.clear();
+            self.batch.clear();
+            self.batch_rooms.clear();
+            self.pending_subscribes.clear();
+        });
         let frame = ServerFrame::closing(WireError::new(
             ErrorCode::Internal,
             "a server fault interrupted a room of this connection; reconnect and resume from your last seq",
@@ -289,6 +302,35 @@ impl Shard {
             outbox.close_with(&frame);
         }
         outboxes.len()
+    }
+
+    /// After a panic, before the next shard starts on the same inbox: waits
+    /// (at most [`FAULT_DRAIN`]) for the store writes this shard had already
+    /// submitted, so that the next shard loads its rooms with them: no seq is
+    /// given out twice, and a retried `send` finds its `local_id` and gets the
+    /// original `sent`. Their requests are answered `internal` with a retry
+    /// hint whether the write succeeded or not (the state that would turn the
+    /// result into replies and pushes is not trusted). Returns the writes
+    /// that finished.
+    pub async fn finish_writes(&mut self) -> usize {
+        use futures_util::FutureExt;
+        let mut finished = 0;
+        let inflight = &mut self.inflight;
+        let drain = std::panic::AssertUnwindSafe(async {
+            while let Some((done, _rooms, _result)) = inflight.next().await {
+                finished += 1;
+                abandoning(|| drop(done));
+            }
+        })
+        .catch_unwind();
+        if !matches!(tokio::time::timeout(FAULT_DRAIN, drain).await, Ok(Ok(()))) {
+            tracing::error!(
+                shard = self.index,
+                "store writes of a failed shard did not finish; the next shard may not see them"
+            );
+        }
+        abandoning(|| self.inflight = FuturesOrdered::new());
+        finished
     }
 
     fn submit(&mut self) {

@@ -9,3 +9,4 @@ pub mod quic;
 pub mod tcp;
 pub mod tls;
 pub mod ws;
+pub mod ws_opcodes;

@@ -18,6 +18,7 @@
 //! message, so an idle compressed connection costs what an uncompressed one
 //! does), and messages under `ws_compression_min_bytes` are sent as they are.
 
+use super::ws_opcodes::ReservedOpcodes;
 use crate::config::RateSpec;
 use crate::conn::outbox::{OutItem, OutboxReceiver};
 use crate::conn::{self, writer::CLOSE_FLUSH};
@@ -26,7 +27,7 @@ use crate::proto::frame::split_frames;
 use crate::proto::{self, ErrorCode, FrameError, ServerFrame, WireError};
 use crate::ratelimit::{Decision, Gcra};
 use crate::server::Core;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,6 +35,8 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -45,10 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yawc::close::CloseCode;
 use yawc::frame::{Frame, OpCode};
-use yawc::{
-    CompressionLevel, DeflatePool, HttpStream, IncomingUpgrade, Options, Role, WebSocket,
-    WebSocketError,
-};
+use yawc::{CompressionLevel, DeflatePool, Options, Role, WebSocket, WebSocketError};
 
 /// Items taken from the outbox per wake-up.
 const BATCH: usize = 256;
@@ -145,31 +145,55 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
 async fn upgrade(
     State(b): State<Bridge>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: IncomingUpgrade,
+    mut req: Request,
 ) -> Response {
-    if !origin_allowed(&b.core.config.ws_allowed_origins, &headers) {
+    if !origin_allowed(&b.core.config.ws_allowed_origins, req.headers()) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let (response, upgraded) = match ws.upgrade(b.options.clone()) {
+    // The upgraded connection is taken here, not by yawc, so that its bytes
+    // pass through `ReservedOpcodes` (ws_opcodes.rs) before yawc reads them.
+    // yawc still checks the handshake, answers it and negotiates compression;
+    // its own upgrade future (left without a connection) is dropped.
+    let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
+        return (StatusCode::BAD_REQUEST, "bad websocket upgrade").into_response();
+    };
+    let (response, _) = match WebSocket::upgrade_with_options(&mut req, b.options.clone()) {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade refused");
             return (StatusCode::BAD_REQUEST, "bad websocket upgrade").into_response();
         }
     };
+    let extensions = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_EXTENSIONS)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let permit = b.core.permits.clone().try_acquire_owned().ok();
     let Bridge {
         core,
         tracker,
         shutdown,
-        ..
+        options,
     } = b;
     tracker.spawn(async move {
-        let socket = match upgraded.await {
-            Ok(ws) => Socket(ws),
+        let io = match on_upgrade.await {
+            Ok(upgraded) => ReservedOpcodes::new(TokioIo::new(upgraded)),
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocket::from_stream_with_extensions(
+            io,
+            Role::Server,
+            extensions.as_deref(),
+            options,
+        );
+        let socket = match ws {
+            Ok(ws) => Socket(ws),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket setup failed");
                 return;
             }
         };
@@ -184,11 +208,14 @@ async fn upgrade(
     response.map(axum::body::Body::new)
 }
 
+/// The upgraded connection as yawc reads it.
+type Upgraded = ReservedOpcodes<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// yawc's socket with its errors kept: its own `Stream` ends on any error,
 /// and the bridge needs to tell an oversize message from a dropped peer.
 /// Generic over the byte stream only so that the fuzz target can drive the
-/// inbound half over memory ([`inbound`]); the server uses `HttpStream`.
-struct Socket<S = HttpStream>(WebSocket<S>);
+/// inbound half over memory ([`inbound`]); the server uses [`Upgraded`].
+struct Socket<S = Upgraded>(WebSocket<S>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
     type Item = Result<Frame, WebSocketError>;
@@ -289,7 +316,7 @@ impl ControlBudget {
 }
 
 /// Binary messages in, frame payloads out; see the module docs for the rest.
-pub struct Payloads<S = HttpStream> {
+pub struct Payloads<S = Upgraded> {
     inner: SplitStream<Socket<S>>,
     close: Arc<AtomicU16>,
     max: usize,
@@ -308,7 +335,8 @@ pub fn inbound<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     config: &crate::config::Config,
     extensions: Option<&str>,
-) -> Result<Payloads<S>, WebSocketError> {
+) -> Result<Payloads<ReservedOpcodes<S>>, WebSocketError> {
+    let io = ReservedOpcodes::new(io);
     let ws = WebSocket::from_stream_with_extensions(io, Role::Server, extensions, options(config))?;
     let (_sink, stream) = Socket(ws).split();
     let close = Arc::new(AtomicU16::new(close_code::NORMAL));
