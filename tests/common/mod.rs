@@ -79,6 +79,20 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// ROOMCAST_TEST_STORE=scylla: the same suites on the ScyllaDB store (a CQL
+/// node). One keyspace per data dir, so a server restarted on the same dir
+/// (a config made again with this) finds its data again.
+pub fn apply_test_store(config: &mut Config) {
+    if std::env::var("ROOMCAST_TEST_STORE").is_ok_and(|v| v == "scylla")
+        && config.store == roomcast::config::StoreKind::Embedded
+    {
+        let nodes = cql::nodes()
+            .expect("ROOMCAST_TEST_STORE=scylla needs a CQL node (scripts/cql-node.sh start)");
+        let keyspace = cql::keyspace_for(&config.data_dir);
+        cql::use_scylla(config, &nodes, &keyspace);
+    }
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
@@ -88,16 +102,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::for_tests(dir.path());
         f(&mut config);
-        // ROOMCAST_TEST_STORE=scylla: the same suites on the ScyllaDB store (a CQL node).
-        if std::env::var("ROOMCAST_TEST_STORE").is_ok_and(|v| v == "scylla")
-            && config.store == roomcast::config::StoreKind::Embedded
-        {
-            let nodes = cql::nodes()
-                .expect("ROOMCAST_TEST_STORE=scylla needs a CQL node (scripts/cql-node.sh start)");
-            // One keyspace per data dir: a restart on the same dir finds its data again.
-            let keyspace = cql::keyspace_for(&config.data_dir);
-            cql::use_scylla(&mut config, &nodes, &keyspace);
-        }
+        apply_test_store(&mut config);
         let server = Server::bind(config).await.expect("bind");
         let tcp = server.tcp_addr().expect("tcp addr");
         let http = server.http_addr().expect("http addr");
