@@ -104,10 +104,10 @@ async fn open_store(
         }
         StoreKind::Scylla => {
             let cfg = crate::store::scylla::ScyllaConfig::from_config(config)?;
-            (
-                Arc::new(crate::store::scylla::ScyllaStore::connect(&cfg).await?),
-                None,
-            )
+            let store = crate::store::scylla::ScyllaStore::connect(&cfg).await?;
+            // Its counters go out on /metrics (roomcast_scylla_*) while it lives.
+            crate::metrics::register_scylla_store(&store.metrics);
+            (Arc::new(store), None)
         }
     };
     Ok((Arc::new(Deadlined::new(inner, config.store_timeout())), db))

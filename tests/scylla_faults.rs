@@ -17,7 +17,9 @@
 //! written (`unavailable`, `overloaded`: one burnt seq); live subscribers get
 //! acknowledged messages only, each once (a retried send of unknown outcome is
 //! in history but not pushed live: a known gap, docs/STORAGE.md); and reads
-//! that fail answer `unavailable` too. No timing is asserted: only outcomes.
+//! that fail answer `unavailable` too. The store's counters on `/metrics`
+//! (`roomcast_scylla_*`) move with that traffic and those faults. No timing is
+//! asserted: only outcomes.
 //!
 //! Needs a CQL node (tests/common/cql.rs); without one they print SKIP.
 
@@ -116,6 +118,23 @@ impl FaultyCql {
         }
     }
 
+    /// Drops a test's keyspace: a CQL node keeps every table's memtables and
+    /// metadata on its heap, and a shared node runs out of heap after enough
+    /// test runs leave keyspaces behind.
+    async fn drop_keyspace(&self, keyspace: &str) {
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node_addr(self.real)
+            .build()
+            .await
+            .expect("a direct session to the CQL node");
+        if let Err(e) = session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await
+        {
+            eprintln!("dropping keyspace {keyspace}: {e}");
+        }
+    }
+
     /// The prepared id of the commit-point statement in `keyspace`, asked of
     /// the node directly (the id is derived from the statement's text).
     async fn commit_point_id(&self, keyspace: &str) -> Vec<u8> {
@@ -176,6 +195,34 @@ async fn send(c: &Connection, room: &RoomId, body: &str, lid: &str) -> Result<u6
         .map(|s| s.seq)
 }
 
+type Scrape = std::collections::HashMap<String, f64>;
+
+/// `GET /metrics` as `name{labels} -> value` (as tests/ops.rs reads it).
+async fn scrape(server: &TestServer) -> Scrape {
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// How much `key` grew between two scrapes (it must be in both).
+fn grew(before: &Scrape, after: &Scrape, key: &str) -> f64 {
+    let v = |m: &Scrape| {
+        *m.get(key)
+            .unwrap_or_else(|| panic!("{key} missing from /metrics"))
+    };
+    v(after) - v(before)
+}
+
 /// A fault on the commit point, and what a retry after it clears must yield.
 struct Case {
     name: &'static str,
@@ -200,6 +247,9 @@ async fn failed_commit_points_are_never_acknowledged_and_retries_do_not_duplicat
     let room = alice.create_room("faults", false).await.expect("create");
     alice.join(&room).await.expect("alice joins");
     bob.join(&room).await.expect("bob joins");
+    // Metrics are process-wide (both tests of this file add to them): every
+    // check below is a lower bound on a difference.
+    let m0 = scrape(&server).await;
     let mut last = send(&alice, &room, "before", "lid-before")
         .await
         .expect("a send through the proxy without rules");
@@ -322,8 +372,29 @@ async fn failed_commit_points_are_never_acknowledged_and_retries_do_not_duplicat
         .collect();
     assert_eq!(stored, expected, "history after the faults");
 
+    // The store's counters on /metrics moved with the traffic and the faults.
+    let m1 = scrape(&server).await;
+    let sends = expected.len() as f64;
+    assert!(grew(&m0, &m1, "roomcast_scylla_commits_total") >= sends);
+    assert!(grew(&m0, &m1, "roomcast_scylla_commit_seconds_total") > 0.0);
+    // Per send at least the message's event partition (event + message row, one
+    // batch) and its local_id row.
+    assert!(grew(&m0, &m1, "roomcast_scylla_statements_total") >= 3.0 * sends);
+    assert!(grew(&m0, &m1, "roomcast_scylla_partition_batches_total") >= sends);
+    assert!(grew(&m0, &m1, "roomcast_scylla_retries_total") >= 3.0);
+    for (kind, at_least) in [("timeout", 1.0), ("unavailable", 2.0)] {
+        let key = format!(r#"roomcast_scylla_errors_total{{kind="{kind}"}}"#);
+        assert!(grew(&m0, &m1, &key) >= at_least, "{key}");
+    }
+    grew(&m0, &m1, r#"roomcast_scylla_errors_total{kind="other"}"#);
+    grew(&m0, &m1, "roomcast_scylla_history_coalesced_total");
+    // write_timeout, unavailable, overloaded, past the deadline: 4 failed batches.
+    assert!(grew(&m0, &m1, "roomcast_store_commit_failures_total") >= 4.0);
+    assert!(grew(&m0, &m1, r#"roomcast_errors_total{code="unavailable"}"#) >= 4.0);
+
     server.stop().await;
     cql.finish().await;
+    cql.drop_keyspace(&keyspace).await;
 }
 
 #[tokio::test]
@@ -337,6 +408,7 @@ async fn reads_with_injected_errors_answer_unavailable() {
     let room = alice.create_room("reads", false).await.expect("create");
     alice.join(&room).await.expect("join");
     let seq = send(&alice, &room, "kept", "lid-kept").await.expect("send");
+    let m0 = scrape(&server).await;
 
     let forge = RequestReaction::forge;
     for (name, reaction) in [
@@ -365,7 +437,13 @@ async fn reads_with_injected_errors_answer_unavailable() {
         let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![seq], "after {name}");
     }
+    // Read timeouts, unavailable and overloaded all count as unavailable.
+    let m1 = scrape(&server).await;
+    let key = r#"roomcast_scylla_errors_total{kind="unavailable"}"#;
+    assert!(grew(&m0, &m1, key) >= 3.0, "{key}");
+    assert!(grew(&m0, &m1, "roomcast_scylla_retries_total") >= 3.0);
 
     server.stop().await;
     cql.finish().await;
+    cql.drop_keyspace(&keyspace).await;
 }

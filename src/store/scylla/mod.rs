@@ -884,17 +884,20 @@ impl ScyllaStore {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
-                Err(e) => {
-                    let counter = match &e {
-                        StoreError::Unavailable { .. } => &self.metrics.errors_unavailable,
-                        StoreError::Timeout(_) => &self.metrics.errors_timeout,
-                        _ => &self.metrics.errors_other,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
+                Err(e) => return Err(self.counted(e)),
             }
         }
+    }
+
+    /// Counts a request that failed for good, by kind (`/metrics`).
+    pub(crate) fn counted(&self, e: StoreError) -> StoreError {
+        let counter = match &e {
+            StoreError::Unavailable { .. } => &self.metrics.errors_unavailable,
+            StoreError::Timeout(_) => &self.metrics.errors_timeout,
+            _ => &self.metrics.errors_other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        e
     }
 
     async fn apply_room(&self, muts: Vec<&Mutation>) -> StoreResult<()> {
