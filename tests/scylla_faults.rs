@@ -165,6 +165,14 @@ fn any_prepared() -> Condition {
 }
 
 async fn start_server(cql: &FaultyCql, keyspace: &str) -> TestServer {
+    // Create the schema first, directly on the node and with a generous
+    // deadline (DDL on a loaded node is slow); the server's own migration at
+    // startup then only finds it in place, within its short test deadline.
+    let mut direct = common::cql::store_config(&cql.real.to_string(), keyspace);
+    direct.request_timeout = Duration::from_secs(60);
+    roomcast::store::scylla::ScyllaStore::connect(&direct)
+        .await
+        .expect("create the test keyspace on the CQL node");
     let nodes = cql.addr.to_string();
     TestServer::start_with(|c| {
         common::cql::use_scylla(c, &nodes, keyspace);
