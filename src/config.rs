@@ -748,6 +748,22 @@ impl Config {
         }
     }
 
+    /// Everything `serve` refuses before it touches the network or the disk:
+    /// [`validate`](Self::validate), the store's own settings, and the
+    /// combinations refused at startup. `roomcast check-config` runs exactly
+    /// this (deploy/ files are checked with it in CI).
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.validate()?;
+        if self.store == StoreKind::Scylla {
+            crate::store::scylla::ScyllaConfig::from_config(self)?;
+            anyhow::ensure!(!self.accounts, "{ACCOUNTS_NEED_EMBEDDED}");
+        }
+        if self.redis.is_some() {
+            anyhow::ensure!(self.unsafe_node_local_store, "{REDIS_NEEDS_SHARED_STORE}");
+        }
+        Ok(())
+    }
+
     /// Checks values that clap's types alone cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.max_frame >= 64, "max_frame must be at least 64 bytes");
@@ -841,9 +857,36 @@ impl Config {
     }
 }
 
+/// Why `--accounts` is refused on the ScyllaDB store.
+pub const ACCOUNTS_NEED_EMBEDDED: &str = "--accounts needs the embedded store: the built-in \
+     accounts keep their table in it and have no CQL table yet (docs/STORAGE.md)";
+
+/// Why `--redis` is refused (unless the hidden test-only switch is on).
+pub const REDIS_NEEDS_SHARED_STORE: &str = "--redis joins this node to a multi-node cluster, \
+     whose nodes must share one message store for history and resume; multi-node on the \
+     ScyllaDB store is not enabled yet and the embedded store is node-local. Run without \
+     --redis for a single node.";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_refuses_what_serve_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::for_tests(dir.path());
+        c.check().unwrap();
+        c.redis = Some("redis://127.0.0.1:6379".into());
+        assert!(c.check().unwrap_err().to_string().contains("--redis"));
+        c.redis = None;
+        c.store = StoreKind::Scylla;
+        c.check().unwrap();
+        c.accounts = true;
+        assert!(c.check().unwrap_err().to_string().contains("--accounts"));
+        c.accounts = false;
+        c.scylla_replication = "three".into();
+        assert!(c.check().is_err(), "the ScyllaDB settings are checked");
+    }
 
     #[test]
     fn rate_spec_parses() {

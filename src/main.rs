@@ -1,4 +1,4 @@
-//! The `roomcast` binary: `serve`, `migrate` and `token`.
+//! The `roomcast` binary: `serve`, `migrate`, `check-config`, `token` and `import-accounts`.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use roomcast::auth::Authenticator;
@@ -22,6 +22,10 @@ enum Cmd {
     /// Create or upgrade the ScyllaDB schema (`--scylla-*` settings as for `serve`), then exit.
     /// Idempotent; `serve --store scylla` also applies it at startup.
     Migrate(Box<Config>),
+    /// Check a configuration as `serve` would (flags, environment and
+    /// `--config` TOML, every `serve` setting), without opening the store or
+    /// binding anything; prints a summary and exits 0 if it is accepted.
+    CheckConfig(Box<Config>),
     /// Mint a development JWT with the configured HS256 secret.
     Token(TokenArgs),
     /// Import accounts with bcrypt hashes from an older system into the
@@ -94,6 +98,32 @@ fn run() -> anyhow::Result<()> {
                 .build()?;
             let version = runtime.block_on(roomcast::store::scylla::migrate(&cfg))?;
             println!("keyspace {} is at schema version {version}", cfg.keyspace);
+            Ok(())
+        }
+        Cmd::CheckConfig(_) => {
+            let sub = matches
+                .subcommand_matches("check-config")
+                .ok_or_else(|| anyhow::anyhow!("check-config arguments missing"))?;
+            let config = Config::resolve(sub)?;
+            config.check()?;
+            let store = match config.store {
+                roomcast::config::StoreKind::Embedded => {
+                    format!("embedded data_dir={}", config.data_dir.display())
+                }
+                roomcast::config::StoreKind::Scylla => format!(
+                    "scylla nodes={} keyspace={} replication={} consistency={:?}",
+                    config.scylla_nodes,
+                    config.scylla_keyspace,
+                    config.scylla_replication,
+                    config.scylla_consistency
+                ),
+            };
+            println!(
+                "config ok: store={store} tcp={} http={} redis={}",
+                config.tcp,
+                config.http,
+                if config.redis.is_some() { "on" } else { "off" }
+            );
             Ok(())
         }
         Cmd::ImportAccounts(a) => {

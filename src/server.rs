@@ -106,10 +106,10 @@ async fn open_store(
         }
         StoreKind::Scylla => {
             let cfg = crate::store::scylla::ScyllaConfig::from_config(config)?;
-            (
-                Arc::new(crate::store::scylla::ScyllaStore::connect(&cfg).await?),
-                None,
-            )
+            let store = crate::store::scylla::ScyllaStore::connect(&cfg).await?;
+            // Its counters go out on /metrics (roomcast_scylla_*) while it lives.
+            crate::metrics::register_scylla_store(&store.metrics);
+            (Arc::new(store), None)
         }
     };
     Ok((Arc::new(Deadlined::new(inner, config.store_timeout())), db))
@@ -118,7 +118,7 @@ async fn open_store(
 impl Server {
     /// Opens the store and binds every listener; nothing is served until [`run`](Self::run).
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
-        config.validate()?;
+        config.check()?;
         let auth = Authenticator::from_config(
             config.jwt_secret.as_deref(),
             config.jwt_public_key.as_deref(),
@@ -132,10 +132,7 @@ impl Server {
                 let store = AccountStore::open(db, config.fsync)?;
                 Some(Arc::new(Accounts::new(store, auth.clone(), &config)?))
             }
-            (true, None) => anyhow::bail!(
-                "--accounts needs the embedded store: the built-in accounts keep their \
-                 table in it and have no CQL table yet (docs/STORAGE.md)"
-            ),
+            (true, None) => anyhow::bail!("{}", crate::config::ACCOUNTS_NEED_EMBEDDED),
             (false, _) => None,
         };
         let tcp = TcpListener::bind(config.tcp)
@@ -217,12 +214,7 @@ impl Server {
                 None,
             ),
             Some(url) => {
-                anyhow::ensure!(
-                    config.unsafe_node_local_store,
-                    "--redis joins this node to a multi-node cluster, whose nodes must share one \
-                         message store (ScyllaDB) for history and resume; the embedded store is \
-                         node-local. Run without --redis for a single node."
-                );
+                // Refused by `Config::check` unless the test-only switch is on.
                 tracing::warn!(
                     "--unsafe-node-local-store: TEST ONLY, history and resume are per node"
                 );

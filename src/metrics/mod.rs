@@ -13,11 +13,13 @@ pub mod cells;
 
 use crate::proto::ErrorCode;
 use crate::ratelimit::Action;
+use crate::store::scylla::StoreMetrics;
 use cells::{Histogram, Striped};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The transport of a connection, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,6 +324,42 @@ pub fn bus_received(bytes: usize) {
         .fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
+/// The ScyllaDB stores of this process (one per server; tests run several),
+/// read at scrape time. A store that is gone drops out.
+static SCYLLA_STORES: Mutex<Vec<Weak<StoreMetrics>>> = Mutex::new(Vec::new());
+
+/// Exports a ScyllaDB store's counters on `/metrics` for as long as it lives.
+pub fn register_scylla_store(m: &Arc<StoreMetrics>) {
+    if let Ok(mut v) = SCYLLA_STORES.lock() {
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(m));
+    }
+}
+
+/// The counters of every live ScyllaDB store, summed (all zero without one).
+fn scylla_totals() -> [u64; 9] {
+    let mut t = [0u64; 9];
+    if let Ok(v) = SCYLLA_STORES.lock() {
+        for m in v.iter().filter_map(Weak::upgrade) {
+            let vals = [
+                &m.commits,
+                &m.commit_micros,
+                &m.statements,
+                &m.batches,
+                &m.retries,
+                &m.errors_unavailable,
+                &m.errors_timeout,
+                &m.errors_other,
+                &m.history_coalesced,
+            ];
+            for (acc, a) in t.iter_mut().zip(vals) {
+                *acc += load(a);
+            }
+        }
+    }
+    t
+}
+
 /// `GET /metrics` content type.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -507,6 +545,55 @@ impl Collector for Scrape {
             "Store batches that failed to commit",
             load(&m.store_commit_failures),
         )?;
+        let [commits, micros, statements, batches, retries, unavailable, timeout, other, coalesced] =
+            scylla_totals();
+        counter(
+            &mut e,
+            "roomcast_scylla_commits",
+            "ScyllaDB store: apply calls (one per store batch), failed ones included",
+            commits,
+        )?;
+        e.encode_descriptor(
+            "roomcast_scylla_commit_seconds",
+            "ScyllaDB store: time spent in apply calls, summed",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, f64>(&(micros as f64 / 1e6), None)?;
+        counter(
+            &mut e,
+            "roomcast_scylla_statements",
+            "ScyllaDB store: CQL write statements run (alone or in a batch)",
+            statements,
+        )?;
+        counter(
+            &mut e,
+            "roomcast_scylla_partition_batches",
+            "ScyllaDB store: unlogged single-partition batches run",
+            batches,
+        )?;
+        counter(
+            &mut e,
+            "roomcast_scylla_retries",
+            "ScyllaDB store: idempotent requests retried after unavailable/overloaded/timeout",
+            retries,
+        )?;
+        counters(
+            &mut e,
+            "roomcast_scylla_errors",
+            "ScyllaDB store: requests that failed after retries, by kind",
+            [
+                ([("kind", "unavailable")], unavailable),
+                ([("kind", "timeout")], timeout),
+                ([("kind", "other")], other),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "roomcast_scylla_history_coalesced",
+            "ScyllaDB store: history reads served by an identical read already in flight",
+            coalesced,
+        )?;
         histogram(
             &mut e,
             "roomcast_redis_roundtrip_seconds",
@@ -579,6 +666,25 @@ mod tests {
         assert!(
             text.contains(r#"roomcast_store_commit_seconds_bucket{le="+Inf"} "#),
             "{text}"
+        );
+        // A registered ScyllaDB store's counters, summed at scrape time.
+        let store = Arc::new(StoreMetrics::default());
+        register_scylla_store(&store);
+        store.errors_timeout.fetch_add(7, Ordering::Relaxed);
+        let text = render().unwrap();
+        assert!(
+            text.contains(r#"roomcast_scylla_errors_total{kind="timeout"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("roomcast_scylla_commit_seconds_total 0"),
+            "{text}"
+        );
+        drop(store);
+        let text = render().unwrap();
+        assert!(
+            text.contains(r#"roomcast_scylla_errors_total{kind="timeout"} 0"#),
+            "a dropped store drops out: {text}"
         );
     }
 }

@@ -108,21 +108,18 @@ impl DedupeWindow {
         }
     }
 
-    /// The pairs whose outcome is unknown (kept across a reload of the room).
-    pub fn take_uncertain(&mut self) -> Vec<(UserId, String, Seen)> {
-        let keys: Vec<(UserId, String)> = self
-            .map
-            .iter()
-            .filter(|(_, s)| matches!(s, Seen::Uncertain { .. }))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut out = Vec::new();
-        for k in keys {
+    /// Every pair, oldest first, emptying the window: a reload of the room
+    /// carries them into the reloaded window, because the store read may have
+    /// started before sends in flight (pending), of unknown outcome
+    /// (uncertain) or just committed were written.
+    pub fn take_all(&mut self) -> Vec<(UserId, String, Seen)> {
+        let mut out = Vec::with_capacity(self.order.len());
+        for k in std::mem::take(&mut self.order) {
             if let Some(s) = self.map.remove(&k) {
-                self.order.retain(|o| o != &k);
                 out.push((k.0, k.1, s));
             }
         }
+        self.map.clear();
         out
     }
 

@@ -125,7 +125,8 @@ impl Room {
 
     /// Replaces the stored part of the state after a reload, keeping live subscribers.
     /// Seqs only move forward: a seq handed out before the reload stays burnt
-    /// (its write may still land), and sends of unknown outcome stay retryable.
+    /// (its write may still land), and the dedupe window keeps every pair it
+    /// had (pending, unknown outcome, committed), so retries stay idempotent.
     pub fn refresh_from(&mut self, mut fresh: Room) {
         let subscribers = std::mem::take(&mut self.subscribers);
         let typing = std::mem::take(&mut self.typing);
@@ -133,8 +134,11 @@ impl Room {
         let (last_seq, next_seq) = (self.last_seq, self.next_seq);
         let pending = std::mem::take(&mut self.pending);
         let gap_since = self.gap_since;
-        for (user, local_id, seen) in self.dedupe.take_uncertain() {
-            fresh.dedupe.insert(user, local_id, seen);
+        // The node's own window wins over the store's view: sends in flight or of
+        // unknown outcome, and ones committed after the reload's read began, keep
+        // their seq (a retry must not become a second message).
+        for (user, local_id, seen) in self.dedupe.take_all() {
+            fresh.dedupe_complete &= fresh.dedupe.insert(user, local_id, seen);
         }
         *self = fresh;
         self.subscribers = subscribers;

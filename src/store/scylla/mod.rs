@@ -156,6 +156,32 @@ impl From<ExecutionError> for CqlFailure {
     }
 }
 
+// Paged reads: a failed request keeps its kind (a read timeout or an
+// overloaded node is `unavailable`, not an internal error).
+impl From<scylla::errors::PagerExecutionError> for CqlFailure {
+    fn from(e: scylla::errors::PagerExecutionError) -> Self {
+        use scylla::errors::{NextPageError, PagerExecutionError};
+        match e {
+            PagerExecutionError::NextPageError(NextPageError::RequestFailure(r)) => {
+                r.into_execution_error().into()
+            }
+            e => CqlFailure(StoreError::Backend(e.to_string())),
+        }
+    }
+}
+
+impl From<scylla::errors::NextRowError> for CqlFailure {
+    fn from(e: scylla::errors::NextRowError) -> Self {
+        use scylla::errors::{NextPageError, NextRowError};
+        match e {
+            NextRowError::NextPageError(NextPageError::RequestFailure(r)) => {
+                r.into_execution_error().into()
+            }
+            e => CqlFailure(StoreError::Backend(e.to_string())),
+        }
+    }
+}
+
 macro_rules! into_failure {
     ($($t:ty),*) => {$(
         impl From<$t> for CqlFailure {
@@ -170,12 +196,19 @@ into_failure!(
     scylla::errors::RowsError,
     scylla::errors::DeserializationError,
     scylla::errors::PrepareError,
-    scylla::errors::PagerExecutionError,
-    scylla::errors::NextRowError,
     scylla::errors::NewSessionError,
     scylla::errors::UseKeyspaceError,
     scylla::deserialize::TypeCheckError
 );
+
+/// The CQL of a stream event's commit point: the event row of `stream`.
+/// Public so the fault-injection tests (tests/scylla_faults.rs) can prepare
+/// the same text, learn its prepared-statement id (the server derives it from
+/// the text) and fault exactly these writes on the wire.
+#[doc(hidden)]
+pub fn commit_point_cql(ks: &str) -> String {
+    format!("UPDATE {ks}.stream USING TIMESTAMP ? SET event = ? WHERE room = ? AND bucket = ? AND seq = ?")
+}
 
 /// The prepared statements, one per query shape.
 pub(crate) struct Stmts {
@@ -262,7 +295,7 @@ impl Stmts {
             put_ban: p(format!("INSERT INTO {ks}.bans (room, user) VALUES (?, ?)"), true).await?,
             del_ban: p(format!("DELETE FROM {ks}.bans WHERE room = ? AND user = ?"), true).await?,
             put_bucket: p(format!("INSERT INTO {ks}.buckets (room, bucket) VALUES (?, ?)"), true).await?,
-            put_event: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET event = ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
+            put_event: p(commit_point_cql(ks), true).await?,
             put_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET n = ?, msg = ?, body = ?, attachments = ?, deleted = false WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
             edit_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET body = ?, edited_at = ?, edits[?] = ? WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
             delete_message: p(format!("UPDATE {ks}.stream USING TIMESTAMP ? SET body = '', attachments = null, deleted = true WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
@@ -851,17 +884,20 @@ impl ScyllaStore {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
-                Err(e) => {
-                    let counter = match &e {
-                        StoreError::Unavailable { .. } => &self.metrics.errors_unavailable,
-                        StoreError::Timeout(_) => &self.metrics.errors_timeout,
-                        _ => &self.metrics.errors_other,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
+                Err(e) => return Err(self.counted(e)),
             }
         }
+    }
+
+    /// Counts a request that failed for good, by kind (`/metrics`).
+    pub(crate) fn counted(&self, e: StoreError) -> StoreError {
+        let counter = match &e {
+            StoreError::Unavailable { .. } => &self.metrics.errors_unavailable,
+            StoreError::Timeout(_) => &self.metrics.errors_timeout,
+            _ => &self.metrics.errors_other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        e
     }
 
     async fn apply_room(&self, muts: Vec<&Mutation>) -> StoreResult<()> {

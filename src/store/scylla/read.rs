@@ -129,19 +129,24 @@ impl ScyllaStore {
     ) -> StoreResult<()>
     where
         T: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> + 'static,
-        V: scylla::serialize::row::SerializeRow,
+        V: scylla::serialize::row::SerializeRow + Clone,
     {
         let mut ps = ps.clone();
         ps.set_page_size(page_size.max(1));
         let _permit = self.permit().await?;
+        // The first page is fetched here: retried like any read. A later page
+        // fails the whole read (its rows were already handed to `each`).
         let pager = self
-            .session
-            .execute_iter(ps, values)
-            .await
-            .map_err(cql_err)?;
-        let mut rows = pager.rows_stream::<T>().map_err(cql_err)?;
+            .retrying(|| {
+                let (ps, values) = (ps.clone(), values.clone());
+                async move { self.session.execute_iter(ps, values).await.map_err(cql_err) }
+            })
+            .await?;
+        let mut rows = pager
+            .rows_stream::<T>()
+            .map_err(|e| self.counted(cql_err(e)))?;
         while let Some(row) = rows.next().await {
-            if !each(row.map_err(cql_err)?)? {
+            if !each(row.map_err(|e| self.counted(cql_err(e)))?)? {
                 break;
             }
         }
