@@ -23,8 +23,11 @@ ADDR=$(grep -o 'http=[0-9.:]*' "$WORK/server.log" | cut -d= -f2)
 TOKEN=$("$BIN" token --user schemathesis --jwt-secret "$SECRET")
 CONFIG="$PWD/.ci/schemathesis.toml"
 # Run from the scratch dir: schemathesis keeps a cache in its working directory.
+# One worker: with two threads, hypothesis's ast.parse of strategy lambdas hit
+# CPython 3.11's "AST constructor recursion depth mismatch" SystemError (a
+# thread-safety bug of the interpreter, not of the API) once in CI.
 (cd "$WORK" && "$VENV/bin/st" --config-file "$CONFIG" run "http://$ADDR/openapi.json" \
-  --checks all --seed 20261207 --max-examples 20 --no-shrink --workers 2 \
+  --checks all --seed 20261207 --max-examples 20 --no-shrink --workers 1 \
   --generation-database none --no-color \
   -H "Authorization: Bearer $TOKEN" -H "X-Api-Key: $KEY")
 if grep -q 'panicked' "$WORK/server.log"; then
