@@ -1,0 +1,110 @@
+//! Fan-out: each room's committed pushes of a batch become one chunk, handed
+//! to every subscriber's outbox; traffic from other nodes enters here too.
+
+use super::{Shard, Slot};
+use crate::ids::RoomId;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+
+impl Shard {
+    /// Traffic from another node for a room with local subscribers.
+    pub(super) fn remote(&mut self, room_id: &RoomId, ephemeral: bool, payload: Bytes) {
+        let outbox_limit = self.cfg.outbox_bytes;
+        let Some(room) = self.active(room_id) else {
+            return;
+        };
+        if ephemeral {
+            room.fan_out_ephemeral(&payload, None);
+            return;
+        }
+        let mut chunk = BytesMut::new();
+        let mut rest = payload;
+        while rest.len() >= 8 + crate::proto::HEADER_LEN {
+            let seq = u64::from_be_bytes([
+                rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], rest[7],
+            ]);
+            let len = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+            let end = 8 + crate::proto::HEADER_LEN + len;
+            if rest.len() < end {
+                tracing::warn!(room = %room_id, "truncated event from another node");
+                break;
+            }
+            let framed = rest.slice(8..end);
+            rest = rest.slice(end..);
+            room.deliver(seq, framed, &mut chunk);
+        }
+        if !chunk.is_empty() {
+            room.fan_out(&chunk.freeze(), outbox_limit);
+        }
+    }
+
+    /// Multi-node housekeeping on the tick: skip gaps that never filled, stop
+    /// receiving rooms nobody here listens to.
+    pub(in crate::router) fn cluster_tick(&mut self) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let gap_timeout = self.cfg.gap_timeout;
+        let outbox_limit = self.cfg.outbox_bytes;
+        let now = tokio::time::Instant::now();
+        for (room_id, slot) in self.rooms.iter_mut() {
+            let Slot::Active(room) = slot else { continue };
+            if room
+                .gap_since
+                .is_some_and(|t| now.duration_since(t) >= gap_timeout)
+            {
+                let mut chunk = BytesMut::new();
+                room.skip_gap(&mut chunk);
+                if !chunk.is_empty() {
+                    room.fan_out(&chunk.freeze(), outbox_limit);
+                }
+            }
+            if room.bus_subscribed && room.subscribers.is_empty() {
+                room.bus_subscribed = false;
+                cluster.unsubscribe(room_id);
+            }
+        }
+    }
+
+    /// unloading, at exit).
+    pub(super) fn report_fanout(&mut self) {
+        let (mut pushes, mut bytes) = (0, 0);
+        for slot in self.rooms.values_mut() {
+            if let Slot::Active(r) = slot {
+                let (p, b) = std::mem::take(&mut r.fanned);
+                pushes += p;
+                bytes += b;
+            }
+        }
+        crate::metrics::fanned_out(pushes, bytes);
+    }
+}
+
+pub(super) fn chunk_for<'a>(
+    chunks: &'a mut Vec<(RoomId, BytesMut)>,
+    room: &RoomId,
+) -> &'a mut BytesMut {
+    match chunks.iter().position(|(id, _)| id == room) {
+        Some(i) => &mut chunks[i].1,
+        None => {
+            chunks.push((room.clone(), BytesMut::with_capacity(256)));
+            let last = chunks.len() - 1;
+            &mut chunks[last].1
+        }
+    }
+}
+
+pub(super) fn flush_chunk(
+    rooms: &mut HashMap<RoomId, Slot>,
+    chunks: &mut Vec<(RoomId, BytesMut)>,
+    room: &RoomId,
+    outbox_limit: usize,
+) {
+    let Some(pos) = chunks.iter().position(|(id, _)| id == room) else {
+        return;
+    };
+    let (_, chunk) = chunks.swap_remove(pos);
+    if let Some(Slot::Active(r)) = rooms.get_mut(room) {
+        r.fan_out(&chunk.freeze(), outbox_limit);
+    }
+}
