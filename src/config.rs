@@ -323,6 +323,32 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_STORE_TIMEOUT_MS", default_value_t = 5_000)]
     pub store_timeout_ms: u64,
 
+    /// Store commits in flight per room shard. At the bound, writes wait in the
+    /// shard's pending batch (at most 64 requests per allowed commit; more get
+    /// `unavailable`), and a batch that waits past `--store-timeout-ms` is
+    /// answered `unavailable` with a retry hint (docs/STORAGE.md, "Back-pressure").
+    #[arg(long, env = "ROOMCAST_SHARD_MAX_COMMITS", default_value_t = 64)]
+    pub shard_max_commits: usize,
+
+    /// TEST ONLY: delay the store reads of loaded rooms' commands by this many ms
+    /// (`src/store/delayed.rs`; CONTRIBUTING.md, "Test-only settings").
+    #[arg(
+        long,
+        env = "ROOMCAST_TEST_STORE_READ_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub test_store_read_delay_ms: u64,
+
+    /// TEST ONLY: delay every store commit by this many ms (`src/store/delayed.rs`).
+    #[arg(
+        long,
+        env = "ROOMCAST_TEST_STORE_WRITE_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub test_store_write_delay_ms: u64,
+
     /// ScyllaDB contact points, `host:port,...` (with `--store scylla`).
     #[arg(long, env = "ROOMCAST_SCYLLA_NODES", default_value = "127.0.0.1:9042")]
     pub scylla_nodes: String,
@@ -818,6 +844,10 @@ impl Config {
         anyhow::ensure!(
             self.store_timeout_ms >= 10,
             "store_timeout_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.shard_max_commits >= 1,
+            "shard_max_commits must be at least 1"
         );
         anyhow::ensure!(
             self.scylla_max_inflight > 0,

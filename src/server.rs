@@ -112,6 +112,17 @@ async fn open_store(
             (Arc::new(store), None)
         }
     };
+    // TEST ONLY (hidden flags): a slow store, inside the deadline like a slow database.
+    let inner: Arc<dyn MessageStore> =
+        if config.test_store_read_delay_ms > 0 || config.test_store_write_delay_ms > 0 {
+            Arc::new(crate::store::delayed::Delayed::new(
+                inner,
+                Duration::from_millis(config.test_store_read_delay_ms),
+                Duration::from_millis(config.test_store_write_delay_ms),
+            ))
+        } else {
+            inner
+        };
     Ok((Arc::new(Deadlined::new(inner, config.store_timeout())), db))
 }
 
@@ -194,6 +205,8 @@ impl Server {
             gap_timeout: Duration::from_millis(config.gap_timeout_ms),
             max_invites_per_room: config.max_invites_per_room,
             system_user: config.system_user.clone(),
+            max_commits: config.shard_max_commits,
+            commit_window: config.store_timeout(),
         };
         let background = CancellationToken::new();
         let limits = Limits::from_config(&config);

@@ -262,6 +262,29 @@ impl Command {
         }
     }
 
+    /// Commands whose requests may write to the store (refused while the
+    /// shard's pending batch is full). A disconnect's delivery mark is never refused.
+    pub fn writes(&self) -> bool {
+        use Command::*;
+        matches!(
+            self,
+            Create { .. }
+                | StartDirect { .. }
+                | Join { .. }
+                | LeaveRoom { .. }
+                | Send { .. }
+                | Edit { .. }
+                | Delete { .. }
+                | React { .. }
+                | Read { .. }
+                | Update { .. }
+                | DeleteRoom { .. }
+                | Admin { .. }
+                | CreateInvite { .. }
+                | RevokeInvite { .. }
+        )
+    }
+
     /// Commands that must not load a room that is not in memory.
     pub fn needs_loaded_room(&self) -> bool {
         matches!(self, Command::Presence { .. } | Command::Disconnect { .. })

@@ -30,7 +30,7 @@ pub(super) fn invite_info(i: &Invite) -> InviteInfo {
 }
 
 impl Shard {
-    pub(super) async fn join(
+    pub(super) fn join(
         &mut self,
         room_id: &RoomId,
         session: SessionId,
@@ -50,7 +50,7 @@ impl Shard {
             if read_on_join {
                 self.mark_read_latest(room_id, &user);
             }
-            return self.subscribe(room_id, session, user, since, reply).await;
+            return self.subscribe(room_id, session, user, since, reply);
         }
         let mut muts = Vec::new();
         if !room.meta.kind.is_room() {

@@ -53,19 +53,6 @@ fn internal(e: StoreError) -> WireError {
 }
 
 impl Shard {
-    /// A message's current state: the room's hot cache first (authoritative for
-    /// changes not yet committed), then the store.
-    async fn message_state(
-        &mut self,
-        room_id: &RoomId,
-        seq: u64,
-    ) -> Result<Option<MessageState>, WireError> {
-        if let Some(m) = self.active(room_id).and_then(|r| r.hot(seq)) {
-            return Ok(Some(m.clone()));
-        }
-        self.store.message(room_id, seq).await.map_err(internal)
-    }
-
     /// Queues a stream event's write and push: `derived` (the rows derived from
     /// it), then the event row itself, the commit point. `state` is the message's
     /// new state for the room's hot cache.
@@ -123,13 +110,7 @@ impl Shard {
         );
     }
 
-    pub(super) async fn send(
-        &mut self,
-        room_id: &RoomId,
-        user: UserId,
-        msg: NewMessage,
-        reply: ReplyTo,
-    ) {
+    pub(super) fn send(&mut self, room_id: &RoomId, user: UserId, msg: NewMessage, reply: ReplyTo) {
         // The system sender (server API) posts without being a member.
         let system = user.public() == self.cfg.system_user;
         let Some(room) = self.active(room_id) else {
@@ -186,41 +167,68 @@ impl Shard {
                     return;
                 }
                 None if !room.dedupe_complete => {
-                    // Older than the window: ask the store. Rare (a retry after thousands of
-                    // newer messages), so awaiting inline is fine.
-                    match self.store.find_local_id(room_id, &user, lid).await {
-                        Ok(Some((seq, ts))) => {
-                            return reply.send(&sent(
-                                reply.id,
-                                room_id,
-                                seq,
-                                ts,
-                                msg.local_id.clone(),
-                            ))
-                        }
-                        Ok(None) => {}
-                        Err(e) => return reply.error(internal(e)),
-                    }
+                    // Older than the window: ask the store (off the loop; the room's
+                    // later commands park meanwhile, so no other send of it interleaves).
+                    let store = self.store.clone();
+                    let (room, u, l) = (room_id.clone(), user.clone(), lid.clone());
+                    let io = async move { store.find_local_id(&room, &u, &l).await };
+                    let outbox = reply.outbox().clone();
+                    let room = room_id.clone();
+                    return self.start_io(
+                        room_id,
+                        Some(&outbox),
+                        io,
+                        move |shard, found| match found {
+                            Ok(Some((seq, ts))) => {
+                                reply.send(&sent(reply.id, &room, seq, ts, msg.local_id.clone()))
+                            }
+                            Ok(None) => shard.send_new(&room, user, msg, reply),
+                            Err(e) => reply.error(internal(e)),
+                        },
+                    );
                 }
                 None => {}
             }
         }
-        if let Some(target) = msg.reply_to {
-            match self.message_state(room_id, target).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return reply.error(WireError::bad_request(format!(
-                        "reply_to: no message with seq {target} in this room"
-                    )))
-                }
-                Err(e) => return reply.error(e),
-            }
-        }
-        let read_on_send = self.cfg.read_on_send;
-        let seq = match self.alloc_seq(room_id).await {
-            Ok(seq) => seq,
-            Err(e) => return reply.error(e),
+        self.send_new(room_id, user, msg, reply)
+    }
+
+    /// A send that is not a retry: checks what it replies to, then takes a seq.
+    fn send_new(&mut self, room_id: &RoomId, user: UserId, msg: NewMessage, reply: ReplyTo) {
+        let outbox = reply.outbox().clone();
+        let room = room_id.clone();
+        let Some(target) = msg.reply_to else {
+            return self.with_seq(room_id, &outbox, move |shard, seq| match seq {
+                Ok(seq) => shard.send_at(&room, user, msg, reply, seq),
+                Err(e) => reply.error(e),
+            });
         };
+        self.with_message(room_id, target, &outbox, move |shard, state| match state {
+            Ok(Some(_)) => {
+                let outbox = reply.outbox().clone();
+                let id = room.clone();
+                shard.with_seq(&room, &outbox, move |shard, seq| match seq {
+                    Ok(seq) => shard.send_at(&id, user, msg, reply, seq),
+                    Err(e) => reply.error(e),
+                })
+            }
+            Ok(None) => reply.error(WireError::bad_request(format!(
+                "reply_to: no message with seq {target} in this room"
+            ))),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    /// Stores and pushes a new message at `seq`.
+    fn send_at(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        msg: NewMessage,
+        reply: ReplyTo,
+        seq: u64,
+    ) {
+        let read_on_send = self.cfg.read_on_send;
         let Some(room) = self.active(room_id) else {
             return reply.error(not_found(room_id));
         };
@@ -299,39 +307,50 @@ impl Shard {
         self.append_event(room_id, seq, push, state, extra, ack);
     }
 
-    /// Common checks for edit/delete/react: membership, target exists and is live.
-    async fn target(
+    /// Common checks for edit/delete/react: membership, then the target
+    /// message's state (read off the loop when not hot) goes to `then`.
+    fn target(
         &mut self,
         room_id: &RoomId,
         user: &UserId,
         seq: u64,
-        reply: &ReplyTo,
-    ) -> Option<MessageState> {
+        reply: ReplyTo,
+        then: impl FnOnce(&mut Shard, MessageState, ReplyTo) + Send + 'static,
+    ) {
         let Some(room) = self.active(room_id) else {
-            reply.error(not_found(room_id));
-            return None;
+            return reply.error(not_found(room_id));
         };
         if !room.is_member(user) {
-            reply.error(forbidden(format!("you are not a member of {room_id}")));
-            return None;
+            return reply.error(forbidden(format!("you are not a member of {room_id}")));
         }
-        match self.message_state(room_id, seq).await {
-            Ok(Some(m)) => Some(m),
-            Ok(None) => {
-                reply.error(WireError::new(
-                    ErrorCode::NotFound,
-                    format!("no message with seq {seq} in {room_id}"),
-                ));
-                None
-            }
-            Err(e) => {
-                reply.error(e);
-                None
-            }
-        }
+        let outbox = reply.outbox().clone();
+        let room = room_id.clone();
+        self.with_message(room_id, seq, &outbox, move |shard, state| match state {
+            Ok(Some(m)) => then(shard, m, reply),
+            Ok(None) => reply.error(WireError::new(
+                ErrorCode::NotFound,
+                format!("no message with seq {seq} in {room}"),
+            )),
+            Err(e) => reply.error(e),
+        });
     }
 
-    pub(super) async fn edit(
+    /// Takes the next seq of the room for an event on `state`, then `then`.
+    fn event_seq(
+        &mut self,
+        room_id: &RoomId,
+        state: MessageState,
+        reply: ReplyTo,
+        then: impl FnOnce(&mut Shard, MessageState, u64, ReplyTo) + Send + 'static,
+    ) {
+        let outbox = reply.outbox().clone();
+        self.with_seq(room_id, &outbox, move |shard, seq| match seq {
+            Ok(seq) => then(shard, state, seq, reply),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    pub(super) fn edit(
         &mut self,
         room_id: &RoomId,
         user: UserId,
@@ -339,9 +358,21 @@ impl Shard {
         body: String,
         reply: ReplyTo,
     ) {
-        let Some(mut state) = self.target(room_id, &user, seq, &reply).await else {
-            return;
-        };
+        let room = room_id.clone();
+        let who = user.clone();
+        self.target(room_id, &who, seq, reply, move |shard, state, reply| {
+            shard.edit_target(&room, user, body, state, reply)
+        });
+    }
+
+    fn edit_target(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        body: String,
+        state: MessageState,
+        reply: ReplyTo,
+    ) {
         if state.deleted {
             return reply.error(WireError::bad_request("seq: the message is deleted"));
         }
@@ -364,43 +395,53 @@ impl Shard {
                 window / 1000
             )));
         }
-        let event_seq = match self.alloc_seq(room_id).await {
-            Ok(seq) => seq,
-            Err(e) => return reply.error(e),
-        };
-        state.body = body.clone();
-        state.edited_at = Some(now);
-        let mut derived = vec![Mutation::EditMessage {
-            room: room_id.clone(),
-            seq,
-            body: body.clone(),
-            edited_at: now,
-            at: event_seq,
-        }];
-        // The original `msg` and the earlier edits now replay the new text.
-        derived.extend(redactions(&state, event_seq));
-        state.edits.push((event_seq, now));
-        let push = ServerFrame::Edit(EditEvent {
-            room: room_id.clone(),
-            seq: event_seq,
-            target: seq,
-            from: user,
-            body,
-            ts: now,
-        });
-        self.append_event(room_id, event_seq, push, state, derived, Ack::Ok(reply));
+        let room = room_id.clone();
+        self.event_seq(
+            room_id,
+            state,
+            reply,
+            move |shard, mut state, event_seq, reply| {
+                let (room_id, seq) = (&room, state.seq);
+                state.body = body.clone();
+                state.edited_at = Some(now);
+                let mut derived = vec![Mutation::EditMessage {
+                    room: room_id.clone(),
+                    seq,
+                    body: body.clone(),
+                    edited_at: now,
+                    at: event_seq,
+                }];
+                // The original `msg` and the earlier edits now replay the new text.
+                derived.extend(redactions(&state, event_seq));
+                state.edits.push((event_seq, now));
+                let push = ServerFrame::Edit(EditEvent {
+                    room: room_id.clone(),
+                    seq: event_seq,
+                    target: seq,
+                    from: user,
+                    body,
+                    ts: now,
+                });
+                shard.append_event(room_id, event_seq, push, state, derived, Ack::Ok(reply));
+            },
+        );
     }
 
-    pub(super) async fn delete(
+    pub(super) fn delete(&mut self, room_id: &RoomId, user: UserId, seq: u64, reply: ReplyTo) {
+        let room = room_id.clone();
+        let who = user.clone();
+        self.target(room_id, &who, seq, reply, move |shard, state, reply| {
+            shard.delete_target(&room, user, state, reply)
+        });
+    }
+
+    fn delete_target(
         &mut self,
         room_id: &RoomId,
         user: UserId,
-        seq: u64,
+        state: MessageState,
         reply: ReplyTo,
     ) {
-        let Some(mut state) = self.target(room_id, &user, seq, &reply).await else {
-            return;
-        };
         if state.deleted {
             return reply.ok(room_id, None);
         }
@@ -413,37 +454,42 @@ impl Shard {
                 "only the author or a room admin can delete a message",
             ));
         }
-        let event_seq = match self.alloc_seq(room_id).await {
-            Ok(seq) => seq,
-            Err(e) => return reply.error(e),
-        };
-        let now = now_ms();
-        state.deleted = true;
-        state.body.clear();
-        state.attachments.clear();
-        state.reactions.clear();
-        if let Some(room) = self.active(room_id) {
-            room.deletions.push((seq, state.from.clone()));
-        }
-        // The original `msg` and every edit now replay as the tombstone.
-        let mut extra = redactions(&state, event_seq);
-        extra.push(Mutation::DeleteMessage {
-            room: room_id.clone(),
-            seq,
-            sender: state.from.clone(),
-            at: event_seq,
-        });
-        let push = ServerFrame::Delete(DeleteEvent {
-            room: room_id.clone(),
-            seq: event_seq,
-            target: seq,
-            by: user,
-            ts: now,
-        });
-        self.append_event(room_id, event_seq, push, state, extra, Ack::Ok(reply));
+        let room = room_id.clone();
+        self.event_seq(
+            room_id,
+            state,
+            reply,
+            move |shard, mut state, event_seq, reply| {
+                let (room_id, seq) = (&room, state.seq);
+                let now = now_ms();
+                state.deleted = true;
+                state.body.clear();
+                state.attachments.clear();
+                state.reactions.clear();
+                if let Some(room) = shard.active(room_id) {
+                    room.deletions.push((seq, state.from.clone()));
+                }
+                // The original `msg` and every edit now replay as the tombstone.
+                let mut extra = redactions(&state, event_seq);
+                extra.push(Mutation::DeleteMessage {
+                    room: room_id.clone(),
+                    seq,
+                    sender: state.from.clone(),
+                    at: event_seq,
+                });
+                let push = ServerFrame::Delete(DeleteEvent {
+                    room: room_id.clone(),
+                    seq: event_seq,
+                    target: seq,
+                    by: user,
+                    ts: now,
+                });
+                shard.append_event(room_id, event_seq, push, state, extra, Ack::Ok(reply));
+            },
+        );
     }
 
-    pub(super) async fn react(
+    pub(super) fn react(
         &mut self,
         room_id: &RoomId,
         user: UserId,
@@ -452,9 +498,21 @@ impl Shard {
         on: bool,
         reply: ReplyTo,
     ) {
-        let Some(mut state) = self.target(room_id, &user, seq, &reply).await else {
-            return;
-        };
+        let room = room_id.clone();
+        let who = user.clone();
+        self.target(room_id, &who, seq, reply, move |shard, state, reply| {
+            shard.react_target(&room, user, (emoji, on), state, reply)
+        });
+    }
+
+    fn react_target(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        (emoji, on): (String, bool),
+        mut state: MessageState,
+        reply: ReplyTo,
+    ) {
         if state.deleted {
             return reply.error(WireError::bad_request("seq: the message is deleted"));
         }
@@ -485,28 +543,33 @@ impl Shard {
                 state.reactions.remove(&emoji);
             }
         }
-        let event_seq = match self.alloc_seq(room_id).await {
-            Ok(seq) => seq,
-            Err(e) => return reply.error(e),
-        };
-        let derived = vec![Mutation::React {
-            room: room_id.clone(),
-            seq,
-            emoji: emoji.clone(),
-            user: user.clone(),
-            on,
-            at: event_seq,
-        }];
-        let push = ServerFrame::Reaction(ReactionEvent {
-            room: room_id.clone(),
-            seq: event_seq,
-            target: seq,
-            user,
-            emoji,
-            on,
-            ts: now_ms(),
-        });
-        self.append_event(room_id, event_seq, push, state, derived, Ack::Ok(reply));
+        let room = room_id.clone();
+        self.event_seq(
+            room_id,
+            state,
+            reply,
+            move |shard, state, event_seq, reply| {
+                let (room_id, seq) = (&room, state.seq);
+                let derived = vec![Mutation::React {
+                    room: room_id.clone(),
+                    seq,
+                    emoji: emoji.clone(),
+                    user: user.clone(),
+                    on,
+                    at: event_seq,
+                }];
+                let push = ServerFrame::Reaction(ReactionEvent {
+                    room: room_id.clone(),
+                    seq: event_seq,
+                    target: seq,
+                    user,
+                    emoji,
+                    on,
+                    ts: now_ms(),
+                });
+                shard.append_event(room_id, event_seq, push, state, derived, Ack::Ok(reply));
+            },
+        );
     }
 
     pub(super) fn history(

@@ -1,6 +1,7 @@
 //! Sharded room routers. A room id hashes to one shard; that shard's task owns
 //! the room (members, subscribers, seq) and serves every command for it in
-//! order, so the hot path takes no locks. `shard.rs` is the loop; the commands
+//! order, so the hot path takes no locks. `shard/` is the loop (it never awaits
+//! I/O: see `shard/io.rs`); the commands
 //! are grouped by concern in `members.rs`, `messages.rs`, `reads.rs`,
 //! `ephemeral.rs` and `replay.rs`.
 
@@ -223,6 +224,8 @@ mod tests {
             gap_timeout: Duration::from_secs(5),
             max_invites_per_room: 100,
             system_user: "system".into(),
+            max_commits: 16,
+            commit_window: Duration::from_secs(5),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::proto::ServerFrame;
 use crate::store::Mutation;
 
 impl Shard {
-    pub(super) async fn read(&mut self, room_id: &RoomId, user: UserId, seq: u64, reply: ReplyTo) {
+    pub(super) fn read(&mut self, room_id: &RoomId, user: UserId, seq: u64, reply: ReplyTo) {
         let Some(room) = self.active(room_id) else {
             return reply.error(not_found(room_id));
         };
@@ -30,23 +30,44 @@ impl Shard {
                 unread,
             }));
         }
-        // Messages created at or before the new pointer.
-        let read_n = if target >= room.last_msg_seq {
-            room.msg_total
-        } else {
-            match self.store.msg_count_at(room_id, target).await {
-                Ok(n) => n,
+        // Messages created at or before the new pointer: known for the latest,
+        // counted by the store (off the loop) for an older one.
+        if target >= room.last_msg_seq {
+            let n = room.msg_total;
+            return self.read_at(room_id, user, target, n, reply);
+        }
+        let store = self.store.clone();
+        let (room, outbox) = (room_id.clone(), reply.outbox().clone());
+        let io = async move { store.msg_count_at(&room, target).await };
+        let room = room_id.clone();
+        self.start_io(
+            room_id,
+            Some(&outbox),
+            io,
+            move |shard, count| match count {
+                Ok(n) => shard.read_at(&room, user, target, n, reply),
                 Err(e) => {
-                    tracing::error!(room = %room_id, error = %e, "msg_count_at failed");
-                    return reply.error(e.to_wire("the read"));
+                    tracing::error!(room = %room, error = %e, "msg_count_at failed");
+                    reply.error(e.to_wire("the read"))
                 }
-            }
-        };
+            },
+        );
+    }
+
+    /// Moves `user`'s read pointer to `target`, with `read_n` messages at or before it.
+    fn read_at(
+        &mut self,
+        room_id: &RoomId,
+        user: UserId,
+        target: u64,
+        read_n: u64,
+        reply: ReplyTo,
+    ) {
         let Some(room) = self.active(room_id) else {
             return reply.error(not_found(room_id));
         };
         let Some(m) = room.members.get_mut(&user) else {
-            return;
+            return reply.error(forbidden(format!("you are not a member of {room_id}")));
         };
         if target <= m.read_seq {
             // Another read moved it further while we looked up the count.

@@ -42,6 +42,7 @@
 //! idempotency; and deletions (for exact unread counts).
 
 pub mod deadline;
+pub mod delayed;
 pub mod embedded;
 pub(crate) mod keys;
 mod model;

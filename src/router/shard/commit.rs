@@ -8,7 +8,10 @@ use crate::ids::RoomId;
 use crate::proto::{ErrorCode, WireError};
 use crate::router::cluster::Notice;
 use crate::router::command::abandoning;
-use crate::store::{Mutation, StoreResult};
+use crate::store::{Mutation, StoreError, StoreResult, TIMEOUT_RETRY_MS};
+
+/// Requests the batch waiting for a commit slot may hold, per allowed commit.
+const PENDING_PER_COMMIT: usize = 64;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::time::Instant;
@@ -43,11 +46,18 @@ impl Shard {
         finished
     }
 
+    /// Submits the batch being built, unless `--shard-max-commits` commits
+    /// are in flight: then it waits (bounded by [`pending_full`](Self::pending_full)
+    /// and [`expire_pending`](Self::expire_pending)) for one to complete.
     pub(super) fn submit(&mut self) {
         if self.batch.is_empty() {
             debug_assert!(self.done.is_empty());
             return;
         }
+        if self.inflight.len() >= self.cfg.max_commits {
+            return;
+        }
+        self.batch_since = None;
         let batch = std::mem::take(&mut self.batch);
         let done = std::mem::take(&mut self.done);
         let rooms = std::mem::take(&mut self.batch_rooms);
@@ -72,6 +82,9 @@ impl Shard {
         mutations: impl IntoIterator<Item = Mutation>,
         done: Option<Done>,
     ) {
+        if self.batch.is_empty() {
+            self.batch_since = Some(Instant::now());
+        }
         self.batch.extend(mutations);
         if let Some(d) = done {
             self.done.push(d);
@@ -79,6 +92,45 @@ impl Shard {
         if !self.batch_rooms.contains(room) {
             self.batch_rooms.push(room.clone());
         }
+    }
+
+    /// Whether the batch waiting for a commit slot holds as many requests as
+    /// it may (64 per allowed commit): new writes are refused until it drains.
+    pub(super) fn pending_full(&self) -> bool {
+        self.done.len() >= PENDING_PER_COMMIT * self.cfg.max_commits
+    }
+
+    /// A batch that has waited for a commit slot longer than the store
+    /// deadline is given up: nothing of it was sent to the store, so its
+    /// requests get `unavailable` with a retry hint (a retried send with the
+    /// same `local_id` is a new send), its seqs are burnt, and its rooms
+    /// reload from the store like after any failed write.
+    pub(super) fn expire_pending(&mut self) {
+        let Some(since) = self.batch_since else {
+            return;
+        };
+        if since.elapsed() < self.cfg.commit_window || self.inflight.len() < self.cfg.max_commits {
+            return;
+        }
+        tracing::warn!(
+            shard = self.index,
+            requests = self.done.len(),
+            "the store did not take a write batch within its deadline; answering unavailable"
+        );
+        self.batch_since = None;
+        self.batch.clear();
+        let done = std::mem::take(&mut self.done);
+        let rooms = std::mem::take(&mut self.batch_rooms);
+        for room in &rooms {
+            if let Some(Slot::Active(r)) = self.rooms.get_mut(room) {
+                r.inflight += 1;
+            }
+        }
+        let overloaded = StoreError::Unavailable {
+            why: "the store is not keeping up with this shard's writes".into(),
+            retry_after_ms: TIMEOUT_RETRY_MS,
+        };
+        self.complete(done, rooms, Err(overloaded));
     }
 
     pub(super) fn complete(
@@ -201,14 +253,9 @@ impl Shard {
                     // added, so `joined.seq` and the pushes that follow line up exactly.
                     flush_chunk(&mut self.rooms, &mut chunks, &room_id, outbox_limit);
                     if ok {
-                        // `subscribe` awaits presence; run it on the next turn of the loop.
-                        self.pending_subscribes.push((
-                            room_id.clone(),
-                            session,
-                            user,
-                            since,
-                            reply,
-                        ));
+                        // (Its presence look-up goes off the loop; the session is added
+                        // when that is back, after this batch's pushes went out.)
+                        self.subscribe(&room_id, session, user, since, reply);
                     } else {
                         reply.error(match &failure {
                             Some(f) => f.to_wire("the membership"),

@@ -15,6 +15,7 @@ impl Shard {
     pub(super) fn start_load(&mut self, room_id: RoomId, first: Command) {
         self.rooms
             .insert(room_id.clone(), Slot::Loading(vec![first]));
+        self.parked += 1;
         self.spawn_load(room_id);
     }
 
@@ -30,13 +31,12 @@ impl Shard {
         });
     }
 
-    pub(super) async fn loaded(
-        &mut self,
-        room_id: RoomId,
-        result: StoreResult<Option<LoadedRoom>>,
-    ) {
+    pub(super) fn loaded(&mut self, room_id: RoomId, result: StoreResult<Option<LoadedRoom>>) {
         let queue = match self.rooms.remove(&room_id) {
-            Some(Slot::Loading(q)) => q,
+            Some(Slot::Loading(q)) => {
+                self.parked -= q.len();
+                q
+            }
             Some(Slot::Active(mut room)) => {
                 // A reload after a failed write: refresh, keep the subscribers.
                 match result {
@@ -59,7 +59,8 @@ impl Shard {
                     .insert(room_id.clone(), Slot::Active(Box::new(room)));
                 for cmd in queue {
                     // Through `command`: a room loaded as deleted answers as such.
-                    Box::pin(self.command(room_id.clone(), cmd)).await;
+                    // (Parks behind an operation a previous command started.)
+                    self.command(room_id.clone(), cmd);
                 }
             }
             Ok(None) => {
@@ -79,7 +80,7 @@ impl Shard {
                 }
                 for cmd in rest {
                     if self.rooms.contains_key(&room_id) {
-                        self.on_active(room_id.clone(), cmd).await;
+                        self.command(room_id.clone(), cmd);
                     } else if let Some(r) = cmd.reply() {
                         r.error(not_found(&room_id));
                     }
@@ -194,11 +195,13 @@ impl Shard {
         self.report_fanout();
         let now = Instant::now();
         let idle = self.cfg.idle_unload;
-        self.rooms.retain(|_, slot| match slot {
+        let busy = &self.busy;
+        self.rooms.retain(|id, slot| match slot {
             Slot::Active(r) => {
-                !(r.subscribers.is_empty()
-                    && r.inflight == 0
-                    && now.duration_since(r.last_active) >= idle)
+                busy.contains_key(id)
+                    || !(r.subscribers.is_empty()
+                        && r.inflight == 0
+                        && now.duration_since(r.last_active) >= idle)
             }
             Slot::Loading(_) => true,
         });

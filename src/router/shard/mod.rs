@@ -7,8 +7,16 @@
 //! acknowledges, then appends each room's new stream events (already encoded
 //! once) into one chunk and hands that chunk to every subscriber's outbox.
 //!
-//! The commands themselves live in `members.rs`, `messages.rs`, `reads.rs`
-//! and `ephemeral.rs`; resume replay in `replay.rs`.
+//! The loop never awaits I/O: a store read or Redis call a command needs is
+//! spawned, and the room's later commands park until its result is back
+//! (`io.rs`). Commits in flight are bounded (`--shard-max-commits`); beyond,
+//! writes wait in one bounded pending batch (`commit.rs`).
+//!
+//! Files: `mod.rs` the loop and dispatch; `lifecycle.rs` room load, create,
+//! unload; `commit.rs` batches, commits, acks; `fanout.rs` chunks and
+//! traffic from other nodes; `subscribe.rs` subscriptions; `io.rs` off-loop
+//! I/O and parking. The commands themselves live in `members.rs`,
+//! `messages.rs`, `reads.rs` and `ephemeral.rs`; resume replay in `replay.rs`.
 
 mod commit;
 mod fanout;
@@ -44,6 +52,13 @@ pub enum ShardMsg {
     },
     /// A resume replay for this session finished pushing stored events.
     ReplayDone(RoomId, SessionId),
+    /// An off-loop I/O operation of a room finished: `then` finishes its
+    /// command (see `io.rs`).
+    Io {
+        room: RoomId,
+        token: u64,
+        then: io::Continuation,
+    },
     /// Finish in-flight writes, then stop.
     Shutdown(oneshot::Sender<()>),
     /// Unit tests of the supervisor: a fault inside the shard.
@@ -75,6 +90,10 @@ pub struct ShardConfig {
     /// The system sender (`--system-user`, public id): may send into any room
     /// without being a member (the server API publishes as it).
     pub system_user: String,
+    /// Store commits in flight at most (`--shard-max-commits`).
+    pub max_commits: usize,
+    /// How long a batch may wait for a commit slot (the store deadline).
+    pub commit_window: Duration,
 }
 
 pub(super) enum Slot {
@@ -135,7 +154,7 @@ pub(super) enum Done {
 type Inflight = BoxFuture<'static, (Vec<Done>, Vec<RoomId>, StoreResult<()>)>;
 
 /// A subscription whose membership write completed, waiting to be set up.
-type PendingSubscribe = (RoomId, SessionId, UserId, Option<u64>, ReplyTo);
+pub(super) type PendingSubscribe = (RoomId, SessionId, UserId, Option<u64>, ReplyTo);
 
 /// A room's fan-out chunk is handed out once it reaches this size.
 const MAX_CHUNK: usize = 64 * 1024;
@@ -160,8 +179,13 @@ pub struct Shard {
     pub(super) done: Vec<Done>,
     /// Rooms written by the batch being built.
     batch_rooms: Vec<RoomId>,
+    /// When the batch being built got its first write.
+    batch_since: Option<Instant>,
     inflight: FuturesOrdered<Inflight>,
-    pending_subscribes: Vec<PendingSubscribe>,
+    /// Rooms with an off-loop operation out, and the work parked behind it.
+    busy: HashMap<RoomId, io::Busy>,
+    /// Commands parked in this shard (behind an operation or a room load).
+    parked: usize,
 }
 
 impl Shard {
@@ -184,8 +208,10 @@ impl Shard {
             batch: Vec::new(),
             done: Vec::new(),
             batch_rooms: Vec::new(),
+            batch_since: None,
             inflight: FuturesOrdered::new(),
-            pending_subscribes: Vec::new(),
+            busy: HashMap::new(),
+            parked: 0,
         }
     }
 
@@ -198,35 +224,43 @@ impl Shard {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
         let mut stopping: Option<oneshot::Sender<()>> = None;
+        // Every sender is gone (no operation's result can come back either).
+        let mut closed = false;
         // This shard's rooms as last added to the process-wide gauge.
         let mut rooms_reported = 0usize;
         loop {
-            if stopping.is_some() && self.inflight.is_empty() && self.batch.is_empty() {
+            if stopping.is_some()
+                && self.inflight.is_empty()
+                && self.batch.is_empty()
+                && (self.busy.is_empty() || closed)
+            {
                 break;
             }
             tokio::select! {
                 biased;
                 Some((done, rooms, result)) = self.inflight.next(), if !self.inflight.is_empty() => {
                     self.complete(done, rooms, result);
-                    for (room, session, user, since, reply) in std::mem::take(&mut self.pending_subscribes) {
-                        self.subscribe(&room, session, user, since, reply).await;
-                    }
                     self.submit();
                 }
-                n = rx.recv_many(&mut inbox, INBOX_BATCH), if stopping.is_none() => {
+                // While stopping, only the results of operations still out are awaited.
+                n = rx.recv_many(&mut inbox, INBOX_BATCH), if !closed && (stopping.is_none() || !self.busy.is_empty()) => {
                     if n == 0 {
-                        stopping = Some(oneshot::channel().0);
+                        closed = true;
+                        stopping.get_or_insert_with(|| oneshot::channel().0);
                         continue;
                     }
                     for msg in inbox.drain(..) {
                         match msg {
-                            ShardMsg::Room(room, cmd) => self.command(room, cmd).await,
-                            ShardMsg::Loaded(room, result) => self.loaded(room, result).await,
+                            ShardMsg::Room(room, cmd) => self.command(room, cmd),
+                            ShardMsg::Loaded(room, result) => self.loaded(room, result),
+                            ShardMsg::Io { room, token, then } => self.io_done(room, token, then),
                             ShardMsg::ReplayDone(room, session) => self.replay_done(&room, session),
                             ShardMsg::Remote { room, ephemeral, payload } => {
                                 self.remote(&room, ephemeral, payload)
                             }
-                            ShardMsg::Shutdown(tx) => stopping = Some(tx),
+                            ShardMsg::Shutdown(tx) => {
+                                stopping = Some(tx);
+                            }
                             #[cfg(test)]
                             ShardMsg::Panic => panic!("injected shard fault"),
                         }
@@ -239,6 +273,7 @@ impl Shard {
                     rooms_reported = crate::metrics::rooms_loaded(rooms_reported, self.rooms.len());
                     self.tick();
                     self.cluster_tick();
+                    self.expire_pending();
                     self.submit();
                     if ticks % (self.cfg.idle_unload.as_millis() as u64 / TICK.as_millis() as u64).max(1) == 0 {
                         self.unload_idle();
@@ -285,8 +320,8 @@ impl Shard {
                 Done::Reply { reply: None, .. } => {}
             }
         }
-        for (.., reply) in &self.pending_subscribes {
-            add(reply.outbox());
+        for o in self.busy_outboxes() {
+            add(o);
         }
         // Every request still held (queued for a loading room, batched, waiting
         // for its resend's original) is answered `internal` with a retry hint
@@ -296,7 +331,9 @@ impl Shard {
             self.done.clear();
             self.batch.clear();
             self.batch_rooms.clear();
-            self.pending_subscribes.clear();
+            self.batch_since = None;
+            self.busy.clear();
+            self.parked = 0;
         });
         let frame = ServerFrame::closing(WireError::new(
             ErrorCode::Internal,
@@ -316,7 +353,17 @@ impl Shard {
         }
     }
 
-    async fn command(&mut self, room_id: RoomId, cmd: Command) {
+    /// Serves one command of a room: parked while the room has an I/O
+    /// operation out or is loading, run otherwise.
+    pub(super) fn command(&mut self, room_id: RoomId, cmd: Command) {
+        if self.is_busy(&room_id) && !matches!(cmd, Command::Presence { .. }) {
+            return self.park(&room_id, io::Parked::Command(cmd));
+        }
+        if cmd.writes() && self.pending_full() {
+            if let Some(reply) = cmd.reply() {
+                return reply.error(io::overloaded("too many writes wait for the store"));
+            }
+        }
         match cmd {
             Command::Create { .. } | Command::StartDirect { .. }
                 if !self.rooms.contains_key(&room_id) =>
@@ -342,16 +389,29 @@ impl Shard {
                         }
                         return;
                     }
-                    self.on_active(room_id, cmd).await;
+                    self.on_active(room_id, cmd);
                 }
-                Some(Slot::Loading(queue)) => queue.push(cmd),
+                Some(Slot::Loading(queue)) => {
+                    if let Some(reply) = cmd.reply() {
+                        if queue.len() >= io::MAX_PARKED_PER_ROOM {
+                            return reply
+                                .error(io::overloaded("too many requests wait for this room"));
+                        }
+                        if self.parked >= io::MAX_PARKED_PER_SHARD {
+                            return reply
+                                .error(io::overloaded("too many requests wait for their rooms"));
+                        }
+                    }
+                    queue.push(cmd);
+                    self.parked += 1;
+                }
                 None if cmd.needs_loaded_room() => {}
                 None => self.start_load(room_id, cmd),
             },
         }
     }
 
-    async fn on_active(&mut self, room_id: RoomId, cmd: Command) {
+    fn on_active(&mut self, room_id: RoomId, cmd: Command) {
         match cmd {
             Command::Create { reply, .. } => reply.error(WireError::new(
                 ErrorCode::Conflict,
@@ -366,10 +426,7 @@ impl Shard {
                 since,
                 invite,
                 reply,
-            } => {
-                self.join(&room_id, session, user, since, invite, reply)
-                    .await
-            }
+            } => self.join(&room_id, session, user, since, invite, reply),
             Command::Leave { session, reply } => {
                 self.unsubscribe(&room_id, session);
                 reply.send(&ServerFrame::Left(crate::proto::server::Left {
@@ -379,28 +436,28 @@ impl Shard {
             }
             Command::Disconnect { session } => self.unsubscribe(&room_id, session),
             Command::LeaveRoom { user, reply } => self.leave_room(&room_id, user, reply),
-            Command::Send { user, msg, reply } => self.send(&room_id, user, msg, reply).await,
+            Command::Send { user, msg, reply } => self.send(&room_id, user, msg, reply),
             Command::Edit {
                 user,
                 seq,
                 body,
                 reply,
-            } => self.edit(&room_id, user, seq, body, reply).await,
-            Command::Delete { user, seq, reply } => self.delete(&room_id, user, seq, reply).await,
+            } => self.edit(&room_id, user, seq, body, reply),
+            Command::Delete { user, seq, reply } => self.delete(&room_id, user, seq, reply),
             Command::React {
                 user,
                 seq,
                 emoji,
                 on,
                 reply,
-            } => self.react(&room_id, user, seq, emoji, on, reply).await,
+            } => self.react(&room_id, user, seq, emoji, on, reply),
             Command::History {
                 user,
                 before,
                 limit,
                 reply,
             } => self.history(&room_id, user, before, limit, reply),
-            Command::Read { user, seq, reply } => self.read(&room_id, user, seq, reply).await,
+            Command::Read { user, seq, reply } => self.read(&room_id, user, seq, reply),
             Command::Receipts { user, seq, reply } => self.receipts(&room_id, user, seq, reply),
             Command::Members { user, reply } => self.members(&room_id, user, reply),
             Command::Typing {

@@ -27,6 +27,10 @@ type Job = (Vec<Mutation>, oneshot::Sender<StoreResult<()>>);
 
 /// Most batches folded into one commit (bounds the latency of the first in a group).
 const MAX_GROUP: usize = 1024;
+/// Batches queued for the committer thread (from every shard); a commit
+/// waits for room beyond it (within the store deadline), so memory stays
+/// bounded when the disk is slow.
+const COMMIT_QUEUE: usize = 1024;
 
 /// One keyspace per table.
 pub(crate) struct Tables {
@@ -46,7 +50,7 @@ pub(crate) struct Tables {
 
 pub struct EmbeddedStore {
     tables: Arc<Tables>,
-    commits: mpsc::UnboundedSender<Job>,
+    commits: mpsc::Sender<Job>,
 }
 
 pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
@@ -91,7 +95,7 @@ impl EmbeddedStore {
             favorites: ks("favorites")?,
             db,
         });
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(COMMIT_QUEUE);
         let t = tables.clone();
         std::thread::Builder::new()
             .name("roomcast-commit".into())
@@ -114,7 +118,7 @@ impl EmbeddedStore {
     }
 }
 
-fn committer(t: Arc<Tables>, mut rx: mpsc::UnboundedReceiver<Job>, fsync: FsyncPolicy) {
+fn committer(t: Arc<Tables>, mut rx: mpsc::Receiver<Job>, fsync: FsyncPolicy) {
     let mut group: Vec<Job> = Vec::with_capacity(64);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -439,6 +443,7 @@ impl MessageStore for EmbeddedStore {
         let (tx, rx) = oneshot::channel();
         self.commits
             .send((batch, tx))
+            .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }

@@ -1,0 +1,108 @@
+//! TEST ONLY: a store wrapper that makes the wrapped store slow, so that the
+//! integration tests can show what a slow database does to the server (the
+//! shard loop keeps serving other rooms while a read is out; commits push
+//! back). Enabled by the hidden `--test-store-read-delay-ms` and
+//! `--test-store-write-delay-ms` (CONTRIBUTING.md, "Test-only settings");
+//! never used otherwise.
+//!
+//! Delayed: every `apply` (by the write delay) and the reads a loaded room's
+//! commands make (`message`, `find_local_id`, `msg_count_at`, `history`,
+//! `events`, by the read delay). Not delayed: `load_room` and the per-user and
+//! directory reads, so that test set-up stays quick. It sits inside the
+//! deadline wrapper ([`super::deadline::Deadlined`]): a delay past
+//! `--store-timeout-ms` times out like a slow database would.
+
+use super::{
+    LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta, RoomOverview,
+    StoreResult,
+};
+use crate::ids::{RoomId, UserId};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Delayed {
+    inner: Arc<dyn MessageStore>,
+    read: Duration,
+    write: Duration,
+}
+
+impl Delayed {
+    pub fn new(inner: Arc<dyn MessageStore>, read: Duration, write: Duration) -> Self {
+        Self { inner, read, write }
+    }
+
+    async fn read_delay(&self) {
+        if !self.read.is_zero() {
+            tokio::time::sleep(self.read).await;
+        }
+    }
+}
+
+#[async_trait]
+impl MessageStore for Delayed {
+    async fn apply(&self, batch: Vec<Mutation>) -> StoreResult<()> {
+        if !self.write.is_zero() {
+            tokio::time::sleep(self.write).await;
+        }
+        self.inner.apply(batch).await
+    }
+    async fn load_room(&self, room: &RoomId, recent: usize) -> StoreResult<Option<LoadedRoom>> {
+        self.inner.load_room(room, recent).await
+    }
+    async fn find_local_id(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        local_id: &str,
+    ) -> StoreResult<Option<(u64, u64)>> {
+        self.read_delay().await;
+        self.inner.find_local_id(room, user, local_id).await
+    }
+    async fn message(&self, room: &RoomId, seq: u64) -> StoreResult<Option<MessageState>> {
+        self.read_delay().await;
+        self.inner.message(room, seq).await
+    }
+    async fn msg_count_at(&self, room: &RoomId, seq: u64) -> StoreResult<u64> {
+        self.read_delay().await;
+        self.inner.msg_count_at(room, seq).await
+    }
+    async fn history(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<MessageState>, bool)> {
+        self.read_delay().await;
+        self.inner.history(room, before, limit).await
+    }
+    async fn events(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, Bytes)>> {
+        self.read_delay().await;
+        self.inner.events(room, after, upto, limit).await
+    }
+    async fn user_rooms(&self, user: &UserId, page: PageReq) -> StoreResult<Page<RoomOverview>> {
+        self.inner.user_rooms(user, page).await
+    }
+    async fn member_rooms(&self, user: &UserId, page: PageReq) -> StoreResult<Page<RoomId>> {
+        self.inner.member_rooms(user, page).await
+    }
+    async fn public_rooms(&self, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
+        self.inner.public_rooms(prefix, page).await
+    }
+    async fn favorites(&self, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)> {
+        self.inner.favorites(user).await
+    }
+    async fn flush(&self) -> StoreResult<()> {
+        self.inner.flush().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+}
