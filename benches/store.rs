@@ -17,7 +17,7 @@ use roomcast::config::FsyncPolicy;
 use roomcast::ids::{RoomId, UserId};
 use roomcast::proto::{self, ServerFrame};
 use roomcast::store::embedded::EmbeddedStore;
-use roomcast::store::{MessageState, MessageStore, Mutation};
+use roomcast::store::{HistoryRange, MessageState, MessageStore, Mutation};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -148,7 +148,9 @@ fn history(c: &mut Criterion) {
          (batches of 1000, fsync never); they sit in fjall's 64 MiB memtable + journal",
         start.elapsed()
     );
-    let (page, more) = rt.block_on(store.history(&room, None, 50)).unwrap();
+    let (page, more) = rt
+        .block_on(store.history(&room, HistoryRange::Newest, 50))
+        .unwrap();
     assert_eq!(page.len(), 50);
     assert_eq!(page[49].seq, HISTORY_ROOM_MESSAGES);
     assert!(more);
@@ -158,13 +160,19 @@ fn history(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
     g.bench_function("newest_page", |b| {
         b.iter(|| {
-            rt.block_on(store.history(black_box(&room), None, 50))
+            rt.block_on(store.history(black_box(&room), HistoryRange::Newest, 50))
                 .unwrap()
         })
     });
     g.bench_function("page_before_seq_50000", |b| {
         b.iter(|| {
-            rt.block_on(store.history(black_box(&room), Some(50_000), 50))
+            rt.block_on(store.history(black_box(&room), HistoryRange::Before(50_000), 50))
+                .unwrap()
+        })
+    });
+    g.bench_function("page_after_seq_50000", |b| {
+        b.iter(|| {
+            rt.block_on(store.history(black_box(&room), HistoryRange::After(50_000), 50))
                 .unwrap()
         })
     });

@@ -10,8 +10,10 @@
 //! connection caps are per tenant without the routers, the store or Redis
 //! knowing tenants exist: two tenants' `general` are two rooms. Ids go back
 //! out in their public form (the wire encoder and [`json`]), so clients send
-//! and receive the ids they know. The one list shared by everybody, the public
-//! directory, is filtered by tenant (`conn::dispatch`).
+//! and receive the ids they know. The one list not named by an id, the public
+//! directory, is read per tenant: the store keeps each tenant's part of it
+//! apart (`MessageStore::public_rooms`), so a page reads only that tenant's
+//! rooms.
 //!
 //! A client can never name an id of another tenant: an id it sends that is
 //! already scoped (it contains U+001F) is refused, and with tenants off every
@@ -56,7 +58,7 @@ pub fn scope_request(frame: &mut ClientFrame, as_user: &UserId) -> Result<(), Wi
         | ClientFrame::Ping(_)
         | ClientFrame::Rooms(_)
         | ClientFrame::Favorites(_)
-        // The directory cursor is opaque; the directory is filtered by tenant.
+        // The directory cursor is opaque; the directory is read per tenant.
         | ClientFrame::PublicRooms(_) => Ok(()),
         ClientFrame::CreateRoom(c) => match (&mut c.room, t) {
             (Some(r), _) => room(t, "room", r),

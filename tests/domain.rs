@@ -462,6 +462,76 @@ async fn direct_rooms_are_deterministic_and_closed() {
     server.stop().await;
 }
 
+/// `history {after}` pages forward over seqs that hold no message (edit,
+/// reaction and delete events), each message in its latest state.
+#[tokio::test]
+async fn history_pages_forward_with_after() {
+    let mut server = TestServer::start_with(|c| c.no_rate_limits = true).await;
+    let alice = client(server.tcp, "alice").await;
+    let bob = client(server.tcp, "bob").await;
+    let room = alice.create_room("r", false).await.unwrap();
+    alice.join(&room).await.unwrap();
+    bob.join(&room).await.unwrap();
+    for i in 1..=6u64 {
+        let sent = alice.send(&room, &format!("m{i}"), None).await.unwrap();
+        assert_eq!(sent.seq, i);
+    }
+    // Seqs 7, 8, 9: an edit, a reaction, a deletion (events, not messages).
+    edit(&alice, &room, 2, "m2 fixed").await.unwrap();
+    react(&bob, &room, 3, "👍", true).await.unwrap();
+    delete(&alice, &room, 4).await.unwrap();
+    assert_eq!(alice.send(&room, "m10", None).await.unwrap().seq, 10);
+
+    let seqs = |p: &roomcast::proto::server::HistoryPage| {
+        p.messages.iter().map(|m| m.seq).collect::<Vec<_>>()
+    };
+    let p = bob.history_after(&room, 0, Some(3)).await.unwrap();
+    assert_eq!((seqs(&p), p.more), (vec![1, 2, 3], true));
+    assert_eq!(p.messages[1].body, "m2 fixed");
+    assert!(p.messages[1].edited_at.is_some());
+    assert_eq!(p.messages[2].reactions.len(), 1);
+    assert!(p.messages[2].reactions[0].me, "bob reacted");
+    let p = bob.history_after(&room, 3, Some(3)).await.unwrap();
+    assert_eq!((seqs(&p), p.more), (vec![4, 5, 6], true));
+    assert!(p.messages[0].deleted && p.messages[0].body.is_empty());
+    let p = bob.history_after(&room, 6, Some(3)).await.unwrap();
+    assert_eq!((seqs(&p), p.more), (vec![10], false));
+    // From an event's seq: the next message.
+    let p = bob.history_after(&room, 8, None).await.unwrap();
+    assert_eq!((seqs(&p), p.more), (vec![10], false));
+    // A full last page says no more; past the end is empty.
+    let p = bob.history_after(&room, 5, Some(2)).await.unwrap();
+    assert_eq!((seqs(&p), p.more), (vec![6, 10], false));
+    for after in [10, u64::MAX] {
+        let p = bob.history_after(&room, after, None).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![], false), "after {after}");
+    }
+    // Forward and back meet: the same messages either way.
+    let back = bob.history(&room, None, Some(200)).await.unwrap();
+    let fwd = bob.history_after(&room, 0, Some(200)).await.unwrap();
+    assert_eq!(back.messages, fwd.messages);
+    // `before` with `after`: bad_request; a stranger to a private room: forbidden.
+    let r = room.clone();
+    let both = bob
+        .call(|id| {
+            ClientFrame::History(c::History {
+                id,
+                room: r,
+                before: Some(5),
+                after: Some(1),
+                limit: None,
+            })
+        })
+        .await;
+    assert_eq!(code(both), ErrorCode::BadRequest);
+    let secret = alice.create_room("s", true).await.unwrap();
+    assert_eq!(
+        code(bob.history_after(&secret, 0, None).await),
+        ErrorCode::Forbidden
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn edits_deletes_and_reactions_are_stream_events() {
     let mut server = TestServer::start_with(|c| {

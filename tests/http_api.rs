@@ -492,6 +492,66 @@ async fn messages_history_edit_react_delete_read_receipts() {
         .contains(&json!("bob")));
 }
 
+/// `GET .../messages?after=` pages forward, skipping seqs that hold no
+/// message (here a deletion's), on the user API and the server API alike.
+#[tokio::test]
+async fn history_pages_forward_with_after() {
+    let s = server().await;
+    let alice = Api::user(s.http, "alice");
+    create(&alice, "fwd", false).await.assert_status(201);
+    for i in 1..=4 {
+        alice
+            .post("/v1/rooms/fwd/messages", json!({"body": format!("m{i}")}))
+            .await
+            .assert_status(201);
+    }
+    // Seq 5 is the deletion of message 2 (an event, not a message); 6 a message.
+    alice
+        .delete("/v1/rooms/fwd/messages/2")
+        .await
+        .assert_status(200);
+    alice
+        .post("/v1/rooms/fwd/messages", json!({"body": "m6"}))
+        .await
+        .assert_status(201);
+    let page = |r: &Resp| -> (Vec<u64>, bool) {
+        let seqs = r.json["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        (seqs, r.json["more"].as_bool().unwrap())
+    };
+    let r = alice.get("/v1/rooms/fwd/messages?after=0&limit=2").await;
+    r.assert_status(200);
+    assert_eq!(page(&r), (vec![1, 2], true));
+    assert_eq!(r.json["messages"][1]["deleted"], true);
+    let r = alice.get("/v1/rooms/fwd/messages?after=2&limit=2").await;
+    r.assert_status(200);
+    assert_eq!(page(&r), (vec![3, 4], true));
+    let r = alice.get("/v1/rooms/fwd/messages?after=4&limit=2").await;
+    r.assert_status(200);
+    assert_eq!(page(&r), (vec![6], false));
+    let r = alice.get("/v1/rooms/fwd/messages?after=6").await;
+    r.assert_status(200);
+    assert_eq!(page(&r), (vec![], false));
+    alice
+        .get("/v1/rooms/fwd/messages?after=1&before=4")
+        .await
+        .assert_error(400, "bad_request");
+    alice
+        .get("/v1/rooms/fwd/messages?after=-1")
+        .await
+        .assert_error(400, "bad_request");
+    // The server API reads forward the same way, as a member.
+    let r = Api::key(s.http, KEY)
+        .get("/api/rooms/fwd/messages?as=alice&after=3&limit=1")
+        .await;
+    r.assert_status(200);
+    assert_eq!(page(&r), (vec![4], true));
+}
+
 #[tokio::test]
 async fn sends_are_idempotent_by_local_id() {
     let s = server().await;

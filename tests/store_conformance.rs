@@ -12,7 +12,8 @@ use roomcast::ids::{RoomId, UserId};
 use roomcast::proto::types::{MessageKind, Role, RoomKind};
 use roomcast::store::embedded::EmbeddedStore;
 use roomcast::store::{
-    Cursor, Invite, MessageState, MessageStore, Mutation, PageReq, RoomMeta, StoreError,
+    Cursor, HistoryRange, Invite, MessageState, MessageStore, Mutation, PageReq, RoomMeta,
+    StoreError,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -255,18 +256,18 @@ async fn history_events_and_paging(s: &Store) {
     s.apply(batch).await.unwrap();
     // History, newest page first, walked back to the start.
     let mut seen = Vec::new();
-    let mut before = None;
+    let mut range = HistoryRange::Newest;
     loop {
-        let (page, more) = s.history(&room(r), before, 97).await.unwrap();
+        let (page, more) = s.history(&room(r), range, 97).await.unwrap();
         assert!(page.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
         seen.splice(0..0, page.iter().map(|m| m.seq));
-        before = page.first().map(|m| m.seq);
+        range = HistoryRange::Before(page.first().unwrap().seq);
         if !more {
             break;
         }
     }
     assert_eq!(seen, (1..=total).collect::<Vec<_>>());
-    let (last, more) = s.history(&room(r), None, 3).await.unwrap();
+    let (last, more) = s.history(&room(r), HistoryRange::Newest, 3).await.unwrap();
     assert!(more);
     assert_eq!(
         last.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
@@ -316,6 +317,116 @@ async fn history_events_and_paging(s: &Store) {
     assert!(!l.recent_is_complete);
 }
 
+/// `history` paged forward (`After`) across a bucket boundary, over seqs that
+/// hold no message: other events (edits, reactions) and burnt seqs (no row).
+async fn history_after(s: &Store) {
+    let r = "conf-after";
+    create(s, r, "After", true).await;
+    // Seqs 1..=1200: a message at every third seq (n counts them), an event
+    // without a message at seqs 3k+2, nothing at all at seqs 3k (burnt).
+    let mut batch = Vec::new();
+    let mut messages = Vec::new();
+    for seq in 1..=1200u64 {
+        match seq % 3 {
+            1 => {
+                messages.push(seq);
+                let n = messages.len() as u64;
+                batch.extend(send(r, seq, n, "owner", &format!("m{seq}"), None));
+            }
+            2 => batch.push(event(r, seq)),
+            _ => {}
+        }
+        if batch.len() >= 300 {
+            s.apply(std::mem::take(&mut batch)).await.unwrap();
+        }
+    }
+    s.apply(batch).await.unwrap();
+    // Walk forward from the start: every message once, oldest first; `more`
+    // says whether newer ones exist after the page's last.
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let (page, more) = s
+            .history(&room(r), HistoryRange::After(after), 37)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
+        assert!(page.iter().all(|m| m.seq > after));
+        if more {
+            assert_eq!(page.len(), 37, "a page followed by more is full");
+        }
+        seen.extend(page.iter().map(|m| m.seq));
+        match page.last() {
+            Some(m) if more => after = m.seq,
+            _ => break,
+        }
+    }
+    assert_eq!(seen, messages);
+    assert_eq!(pages, messages.len().div_ceil(37));
+    // From a seq that is no message (an event, a burnt seq): the next message.
+    for from in [2, 3] {
+        let (page, more) = s
+            .history(&room(r), HistoryRange::After(from), 2)
+            .await
+            .unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 7]);
+        assert!(more);
+    }
+    // Across the first bucket boundary (1024 seqs on ScyllaDB).
+    let (page, _) = s
+        .history(&room(r), HistoryRange::After(1020), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1021, 1024, 1027]
+    );
+    assert_eq!(page[1].body, "m1024");
+    assert_eq!(page[2].n, 343);
+    // The exact end: the last page is full and says no more.
+    let (page, more) = s
+        .history(&room(r), HistoryRange::After(1192), 2)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [1195, 1198]);
+    assert!(!more);
+    // Past the end, and at the top of the seq space: empty.
+    for from in [1198, 5000, i64::MAX as u64, u64::MAX] {
+        let (page, more) = s
+            .history(&room(r), HistoryRange::After(from), 10)
+            .await
+            .unwrap();
+        assert!(page.is_empty() && !more, "after {from}");
+    }
+    // A deleted message stays in place as a tombstone.
+    s.apply(vec![
+        Mutation::DeleteMessage {
+            room: room(r),
+            seq: 7,
+            sender: user("owner"),
+            at: 1201,
+        },
+        event(r, 1201),
+    ])
+    .await
+    .unwrap();
+    let (page, _) = s
+        .history(&room(r), HistoryRange::After(4), 2)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [7, 10]);
+    assert!(page[0].deleted && page[0].body.is_empty());
+    // Empty room.
+    create(s, "conf-after-empty", "After empty", true).await;
+    let (page, more) = s
+        .history(&room("conf-after-empty"), HistoryRange::After(0), 10)
+        .await
+        .unwrap();
+    assert!(page.is_empty() && !more);
+}
+
 async fn idempotent_replays(s: &Store) {
     let r = "conf-replay";
     create(s, r, "Replay", true).await;
@@ -358,7 +469,7 @@ async fn idempotent_replays(s: &Store) {
     let m = s.message(&room(r), 1).await.unwrap().unwrap();
     assert_eq!((m.body.as_str(), m.edited_at), ("edited", Some(99)));
     assert_eq!(m.reactions.get("👍").cloned(), Some(vec![user("ann")]));
-    let (h, _) = s.history(&room(r), None, 10).await.unwrap();
+    let (h, _) = s.history(&room(r), HistoryRange::Newest, 10).await.unwrap();
     assert_eq!(h.len(), 1, "a replayed send is one message");
     assert_eq!(s.events(&room(r), 0, 10, 10).await.unwrap().len(), 3);
 }
@@ -439,7 +550,7 @@ async fn burnt_seqs(s: &Store) {
         .map(|e| e.0)
         .collect();
     assert_eq!(ev, [1, 2, 4]);
-    let (h, _) = s.history(&room(r), None, 10).await.unwrap();
+    let (h, _) = s.history(&room(r), HistoryRange::Newest, 10).await.unwrap();
     assert_eq!(h.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 4]);
     assert_eq!(
         s.load_room(&room(r), 10).await.unwrap().unwrap().last_seq,
@@ -607,7 +718,10 @@ async fn lists_and_cursors(s: &Store) {
     let mut names = Vec::new();
     let mut page = PageReq::first(4);
     loop {
-        let p = s.public_rooms("zeta LIST", page.clone()).await.unwrap();
+        let p = s
+            .public_rooms(None, "zeta LIST", page.clone())
+            .await
+            .unwrap();
         names.extend(p.items.into_iter().map(|m| m.name));
         match p.next {
             Some(c) => page.after = Some(c),
@@ -620,7 +734,7 @@ async fn lists_and_cursors(s: &Store) {
     let mut everything = Vec::new();
     let mut page = PageReq::first(5);
     loop {
-        let p = s.public_rooms("", page.clone()).await.unwrap();
+        let p = s.public_rooms(None, "", page.clone()).await.unwrap();
         everything.extend(p.items.into_iter().map(|m| m.id));
         match p.next {
             Some(c) => page.after = Some(c),
@@ -653,6 +767,7 @@ async fn lists_and_cursors(s: &Store) {
     for c in foreign.iter().chain([&mr]) {
         let r = s
             .public_rooms(
+                None,
                 "",
                 PageReq {
                     after: Some(c.clone()),
@@ -677,6 +792,120 @@ async fn lists_and_cursors(s: &Store) {
         matches!(r, Err(StoreError::BadCursor(_))),
         "a member_rooms cursor is not a user_rooms cursor"
     );
+}
+
+/// Each tenant's directory is read on its own: a page of tenant `zzz` is
+/// full and costs the same however many public rooms tenant `aaa` has, all
+/// sorting before `zzz`'s by name; cursors do not cross tenants.
+async fn tenant_directory(s: &Store) {
+    let scoped = |t: &str, id: &str| RoomId::new(&format!("{t}\u{1f}{id}")).unwrap();
+    let public = |t: &str, id: &str, name: &str, private: bool| {
+        let mut m = meta("x", name, private);
+        m.id = scoped(t, id);
+        let mut v = vec![Mutation::PutRoom(m)];
+        if !private {
+            v.push(Mutation::PutPublic {
+                name: name.into(),
+                room: scoped(t, id),
+            });
+        }
+        v
+    };
+    // 3000 public rooms of tenant aaa, named "a ..." (before every "m ...").
+    let mut batch = Vec::new();
+    for i in 0..3000 {
+        batch.extend(public(
+            "aaa",
+            &format!("r{i}"),
+            &format!("a dir {i:04}"),
+            false,
+        ));
+        if batch.len() >= 400 {
+            s.apply(std::mem::take(&mut batch)).await.unwrap();
+        }
+    }
+    s.apply(batch).await.unwrap();
+    // Tenant zzz: 7 public rooms and a private one; a room of no tenant.
+    let mut batch = Vec::new();
+    for i in 0..7 {
+        batch.extend(public(
+            "zzz",
+            &format!("r{i}"),
+            &format!("m dir {i}"),
+            false,
+        ));
+    }
+    batch.extend(public("zzz", "hidden", "m dir hidden", true));
+    s.apply(batch).await.unwrap();
+    create(s, "conf-tenantless", "m dir plain", false).await;
+
+    let list = |tenant: Option<&'static str>,
+                prefix: &'static str,
+                after: Option<Cursor>,
+                limit: usize| async move {
+        s.public_rooms(tenant, prefix, PageReq { after, limit })
+            .await
+    };
+    for prefix in ["", "m dir", "M DIR"] {
+        let p = list(Some("zzz"), prefix, None, 5).await.unwrap();
+        assert_eq!(p.items.len(), 5, "a full first page ({prefix:?})");
+        assert!(p.items.iter().all(|m| m.id.tenant() == Some("zzz")));
+        let next = p.next.expect("more follow");
+        let p2 = list(Some("zzz"), prefix, Some(next.clone()), 5)
+            .await
+            .unwrap();
+        let names: Vec<_> = p
+            .items
+            .iter()
+            .chain(&p2.items)
+            .map(|m| m.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            (0..7).map(|i| format!("m dir {i}")).collect::<Vec<_>>()
+        );
+        assert!(p2.next.is_none());
+        // zzz's cursor is refused on aaa's list and on the list of no tenant.
+        for other in [Some("aaa"), None] {
+            let r = list(other, prefix, Some(next.clone()), 5).await;
+            assert!(
+                matches!(r, Err(StoreError::BadCursor(_))),
+                "{other:?}: {r:?}"
+            );
+        }
+    }
+    // aaa's rooms page on their own too, in name order.
+    let p = list(Some("aaa"), "a dir 29", None, 200).await.unwrap();
+    assert_eq!(p.items.len(), 100);
+    assert!(p.items.windows(2).all(|w| w[0].name < w[1].name));
+    assert!(p.next.is_none());
+    let p = list(Some("aaa"), "", None, 3).await.unwrap();
+    assert_eq!(
+        p.items.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["a dir 0000", "a dir 0001", "a dir 0002"]
+    );
+    // No tenant: none of the tenants' rooms; a tenant's list has no room of no tenant.
+    let p = list(None, "m dir", None, 50).await.unwrap();
+    assert_eq!(
+        p.items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["conf-tenantless"]
+    );
+    let p = list(Some("zzz"), "m dir p", None, 50).await.unwrap();
+    assert!(p.items.is_empty() && p.next.is_none());
+    assert!(list(Some("nobody"), "", None, 50)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // Unpublishing removes the room from its tenant's list.
+    s.apply(vec![Mutation::DelPublic {
+        name: "m dir 3".into(),
+        room: scoped("zzz", "r3"),
+    }])
+    .await
+    .unwrap();
+    let p = list(Some("zzz"), "", None, 50).await.unwrap();
+    assert_eq!(p.items.len(), 6);
 }
 
 async fn favorites(s: &Store) {
@@ -796,6 +1025,7 @@ async fn suite(s: Store) {
     }
     case!(rooms_members_and_load);
     case!(history_events_and_paging);
+    case!(history_after);
     case!(idempotent_replays);
     case!(two_writers_converge);
     case!(burnt_seqs);
@@ -803,6 +1033,7 @@ async fn suite(s: Store) {
     case!(deletes);
     case!(redactions);
     case!(lists_and_cursors);
+    case!(tenant_directory);
     case!(favorites);
 }
 
@@ -850,4 +1081,64 @@ async fn scylla_schema_is_idempotent_and_refuses_newer() {
         .expect("a newer schema is refused")
         .to_string();
     assert!(err.contains("newer than this roomcast knows"), "{err}");
+}
+
+/// Schema version 2 moves the directory rows of tenants' rooms, written by
+/// version 1 into the shared partitions, to their tenant's partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_migration_moves_tenants_directory_rows() {
+    let Some(nodes) = common::cql::require() else {
+        return;
+    };
+    let ks = common::cql::fresh_keyspace("dirv2");
+    let cfg = common::cql::store_config(&nodes, &ks);
+    let store: Store = Arc::new(
+        roomcast::store::scylla::ScyllaStore::connect(&cfg)
+            .await
+            .unwrap(),
+    );
+    let acme = RoomId::new("acme\u{1f}old").unwrap();
+    let mut m = meta("x", "Old Room", false);
+    m.id = acme.clone();
+    store.apply(vec![Mutation::PutRoom(m)]).await.unwrap();
+    create(&store, "plain-old", "Plain Room", false).await;
+    // The rows as version 1 wrote them (one shared partition per first
+    // character), and the keyspace back at version 1.
+    let session = roomcast::store::scylla::ScyllaStore::session(&cfg)
+        .await
+        .unwrap();
+    for q in [
+        format!("INSERT INTO {ks}.directory_heads (k, head) VALUES (0, 'o')"),
+        format!(
+            "INSERT INTO {ks}.directory (head, name, room) VALUES ('o', 'old room', 'acme\u{1f}old')"
+        ),
+        format!("INSERT INTO {ks}.meta (name, value) VALUES ('schema', 1)"),
+    ] {
+        session.query_unpaged(q, ()).await.unwrap();
+    }
+    let first = || PageReq::first(10);
+    assert!(store
+        .public_rooms(Some("acme"), "", first())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(roomcast::store::scylla::migrate(&cfg).await.unwrap(), 2);
+    let p = store.public_rooms(Some("acme"), "", first()).await.unwrap();
+    assert_eq!(p.items.iter().map(|m| &m.id).collect::<Vec<_>>(), [&acme]);
+    let p = store
+        .public_rooms(Some("acme"), "OLD", first())
+        .await
+        .unwrap();
+    assert_eq!(p.items.len(), 1);
+    // The list of no tenant keeps its own rows and lost the tenant's.
+    let p = store.public_rooms(None, "", first()).await.unwrap();
+    assert_eq!(
+        p.items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["plain-old"]
+    );
+    // Again: nothing left to move.
+    assert_eq!(roomcast::store::scylla::migrate(&cfg).await.unwrap(), 2);
+    let p = store.public_rooms(Some("acme"), "", first()).await.unwrap();
+    assert_eq!(p.items.len(), 1);
 }

@@ -426,11 +426,34 @@ impl Client {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<HistoryPage, Error> {
+        self.history_page(room, before, None, limit).await
+    }
+
+    /// A page of `room`'s messages with a seq above `after`, oldest first, in
+    /// their latest state (`after = 0`: from the first). Page forward with
+    /// `after = last message's seq` while `page.more` (newer ones exist).
+    pub async fn history_after(
+        &self,
+        room: &RoomId,
+        after: u64,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, Error> {
+        self.history_page(room, None, Some(after), limit).await
+    }
+
+    async fn history_page(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, Error> {
         let f = |id| {
             ClientFrame::History(req::History {
                 id,
                 room: room.clone(),
                 before,
+                after,
                 limit,
             })
         };

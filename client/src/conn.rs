@@ -356,11 +356,32 @@ impl Connection {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<HistoryPage, ConnError> {
+        self.history_page(room, before, None, limit).await
+    }
+
+    /// Messages with a seq above `after`, oldest first; `more`: newer ones exist.
+    pub async fn history_after(
+        &self,
+        room: &RoomId,
+        after: u64,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ConnError> {
+        self.history_page(room, None, Some(after), limit).await
+    }
+
+    async fn history_page(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ConnError> {
         let f = |id| {
             ClientFrame::History(req::History {
                 id,
                 room: room.clone(),
                 before,
+                after,
                 limit,
             })
         };

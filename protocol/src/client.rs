@@ -83,6 +83,10 @@ pub struct History {
     /// Return messages with `seq < before` (default: the newest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<u64>,
+    /// Return messages with `seq > after`, oldest first (paging forward);
+    /// not together with `before`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
     /// Page size, 1..=200 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
@@ -582,6 +586,7 @@ mod tests {
             id: 1,
             room: RoomId::new("r1").unwrap(),
             before: Some(10),
+            after: None,
             limit: None,
         });
         let bytes = rmp_serde::to_vec_named(&f).unwrap();

@@ -138,7 +138,9 @@ pub struct HistoryPage {
     pub room: RoomId,
     /// Oldest first (ascending seq).
     pub messages: Vec<Message>,
-    /// Whether older messages exist before `messages[0]`.
+    /// Paging back (`before`, or neither): whether older messages exist
+    /// before `messages[0]`. Paging forward (`after`): whether newer
+    /// messages exist after the last one.
     pub more: bool,
 }
 

@@ -12,7 +12,7 @@ use crate::proto::{ErrorCode, ServerFrame, WireError};
 use crate::ratelimit::{Action, Decision};
 use crate::router::{direct_room_id, AdminOp, Command, NewMessage, ReplyTo};
 use crate::server::Core;
-use crate::store::{Mutation, RoomMeta, RoomOverview};
+use crate::store::{HistoryRange, Mutation, RoomMeta, RoomOverview};
 use std::sync::Arc;
 
 fn limited(action: Action, retry: std::time::Duration) -> WireError {
@@ -154,15 +154,9 @@ async fn room_list(core: &Arc<Core>, user: &UserId) -> Result<Vec<RoomSummary>, 
     Ok(rooms)
 }
 
-/// Rows of the shared directory read per store call while filtering it for a tenant.
-const DIRECTORY_SCAN: usize = 256;
-
-/// A page of the public directory. With tenants, the one directory is shared:
-/// it is read in batches and only the tenant's rooms kept, and the cursor is
-/// the store's own, taken right after the last room returned (so it names
-/// nothing of another tenant). A full page may then be followed by an empty
-/// last one. The cost of a page grows with other tenants' public rooms
-/// between the tenant's (a per-tenant index needs the store: not done).
+/// A page of the public directory of `tenant` (none: tenants off). The
+/// store keeps each tenant's part of the directory apart, so a page reads
+/// only the tenant's rooms and its cursor names nothing of another tenant.
 async fn directory(
     core: &Arc<Core>,
     tenant: Option<&str>,
@@ -171,42 +165,12 @@ async fn directory(
     limit: usize,
 ) -> Result<(Vec<RoomMeta>, Option<String>), crate::store::StoreError> {
     use crate::store::{Cursor, PageReq};
-    let page = |after: Option<&str>, limit: usize| PageReq {
+    let page = PageReq {
         after: after.map(|c| Cursor(c.to_string())),
         limit,
     };
-    let Some(tenant) = tenant else {
-        // Tenants off: a data dir once served with tenants lists none of theirs.
-        let mut p = core.store.public_rooms(prefix, page(after, limit)).await?;
-        p.items.retain(|m| !m.id.is_scoped());
-        return Ok((p.items, p.next.map(|c| c.0)));
-    };
-    let mut cursor = after.map(str::to_string);
-    let mut out = Vec::new();
-    loop {
-        let p = core
-            .store
-            .public_rooms(prefix, page(cursor.as_deref(), DIRECTORY_SCAN))
-            .await?;
-        for (i, m) in p.items.into_iter().enumerate() {
-            if !crate::tenant::owns(Some(tenant), &m.id) {
-                continue;
-            }
-            out.push(m);
-            if out.len() == limit {
-                // The store's cursor right after this row: the same batch, cut here.
-                let cut = core
-                    .store
-                    .public_rooms(prefix, page(cursor.as_deref(), i + 1))
-                    .await?;
-                return Ok((out, cut.next.map(|c| c.0)));
-            }
-        }
-        match p.next {
-            Some(n) => cursor = Some(n.0),
-            None => return Ok((out, None)),
-        }
-    }
+    let p = core.store.public_rooms(tenant, prefix, page).await?;
+    Ok((p.items, p.next.map(|c| c.0)))
 }
 
 pub(crate) fn action_of(frame: &ClientFrame) -> Option<Action> {
@@ -333,7 +297,12 @@ pub async fn request(
             h.room,
             Command::History {
                 user: u,
-                before: h.before,
+                // `session::check_request` refused `before` with `after`.
+                range: match (h.before, h.after) {
+                    (_, Some(after)) => HistoryRange::After(after),
+                    (Some(before), None) => HistoryRange::Before(before),
+                    (None, None) => HistoryRange::Newest,
+                },
                 limit: h.limit.unwrap_or(50),
                 reply,
             },

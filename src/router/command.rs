@@ -4,7 +4,7 @@ use crate::conn::outbox::{InFlight, Outbox};
 use crate::ids::{SessionId, UserId};
 use crate::proto::types::{Attachment, MessageKind, Role};
 use crate::proto::{ServerFrame, WireError};
-use crate::store::RoomMeta;
+use crate::store::{HistoryRange, RoomMeta};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a reply goes: the requesting connection's outbox and the request id.
@@ -168,7 +168,7 @@ pub enum Command {
     },
     History {
         user: UserId,
-        before: Option<u64>,
+        range: HistoryRange,
         limit: u32,
         reply: ReplyTo,
     },

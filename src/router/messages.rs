@@ -9,7 +9,7 @@ use crate::ids::{now_ms, RoomId, UserId};
 use crate::proto::server::{DeleteEvent, EditEvent, HistoryPage, ReactionEvent};
 use crate::proto::types::Role;
 use crate::proto::{self, ErrorCode, ServerFrame, WireError};
-use crate::store::{MessageState, Mutation, StoreError, MAX_OWN_UNREAD};
+use crate::store::{HistoryRange, MessageState, Mutation, StoreError, MAX_OWN_UNREAD};
 use std::collections::BTreeMap;
 
 /// Distinct emoji allowed on one message.
@@ -576,7 +576,7 @@ impl Shard {
         &mut self,
         room_id: &RoomId,
         user: UserId,
-        before: Option<u64>,
+        range: HistoryRange,
         limit: u32,
         reply: ReplyTo,
     ) {
@@ -589,7 +589,7 @@ impl Shard {
         let store = self.store.clone();
         let room_id = room_id.clone();
         tokio::spawn(async move {
-            match store.history(&room_id, before, limit as usize).await {
+            match store.history(&room_id, range, limit as usize).await {
                 Ok((states, more)) => {
                     let messages = states.iter().map(|m| m.view(Some(&user))).collect();
                     reply.send(&ServerFrame::History(HistoryPage {

@@ -434,6 +434,9 @@ pub fn check_request(
             if h.before == Some(0) {
                 return Err(bad("before: must be at least 1".into()));
             }
+            if h.before.is_some() && h.after.is_some() {
+                return Err(bad("before, after: give at most one".into()));
+            }
         }
         ClientFrame::PublicRooms(p) => {
             let limit = p.limit.unwrap_or(50);

@@ -3,8 +3,8 @@
 //! [`StoreError::Timeout`] (for a write: outcome unknown) instead of waiting on.
 
 use super::{
-    LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta, RoomOverview,
-    StoreError, StoreResult,
+    HistoryRange, LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta,
+    RoomOverview, StoreError, StoreResult,
 };
 use crate::ids::{RoomId, UserId};
 use async_trait::async_trait;
@@ -69,10 +69,10 @@ impl MessageStore for Deadlined {
     async fn history(
         &self,
         room: &RoomId,
-        before: Option<u64>,
+        range: HistoryRange,
         limit: usize,
     ) -> StoreResult<(Vec<MessageState>, bool)> {
-        self.within("history", self.inner.history(room, before, limit))
+        self.within("history", self.inner.history(room, range, limit))
             .await
     }
     async fn events(
@@ -93,9 +93,17 @@ impl MessageStore for Deadlined {
         self.within("member_rooms", self.inner.member_rooms(user, page))
             .await
     }
-    async fn public_rooms(&self, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
-        self.within("public_rooms", self.inner.public_rooms(prefix, page))
-            .await
+    async fn public_rooms(
+        &self,
+        tenant: Option<&str>,
+        prefix: &str,
+        page: PageReq,
+    ) -> StoreResult<Page<RoomMeta>> {
+        self.within(
+            "public_rooms",
+            self.inner.public_rooms(tenant, prefix, page),
+        )
+        .await
     }
     async fn favorites(&self, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)> {
         self.within("favorites", self.inner.favorites(user)).await

@@ -77,9 +77,27 @@ pub fn invite_key(room: &RoomId, code: &str) -> Vec<u8> {
     k
 }
 
-/// Public directory: lowercased name, a 0 byte, the room id.
+/// The key prefix of a tenant's part of the directory: the tenant and
+/// U+001F (a tenant is ASCII without it); empty for rooms of no tenant.
+pub fn directory_prefix(tenant: Option<&str>) -> Vec<u8> {
+    match tenant {
+        Some(t) => {
+            let mut k = Vec::with_capacity(t.len() + 1);
+            k.extend_from_slice(t.as_bytes());
+            k.push(0x1f);
+            k
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Public directory: the room's directory prefix (its tenant, if any), the
+/// lowercased name, a 0 byte, the room id. Rooms of no tenant are in the
+/// `public` keyspace, rooms of a tenant in `public_by_tenant`, so a listing
+/// reads only its own tenant's rows.
 pub fn public_key(name: &str, room: &RoomId) -> Vec<u8> {
-    let mut k = name.to_lowercase().into_bytes();
+    let mut k = directory_prefix(room.tenant());
+    k.extend_from_slice(name.to_lowercase().as_bytes());
     k.push(0);
     k.extend_from_slice(room.as_str().as_bytes());
     k

@@ -239,6 +239,17 @@ pub struct LoadedRoom {
     pub recent_is_complete: bool,
 }
 
+/// Which messages of a room a `history` read returns (always oldest first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HistoryRange {
+    /// The newest messages.
+    Newest,
+    /// The newest messages with `seq < before` (paging back).
+    Before(u64),
+    /// The oldest messages with `seq > after` (paging forward).
+    After(u64),
+}
+
 /// An opaque position in a paged read. Only the store that made it reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor(pub String);
@@ -387,13 +398,15 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Messages created at or before `seq` (the `n` of the newest such message).
     async fn msg_count_at(&self, room: &RoomId, seq: u64) -> StoreResult<u64>;
 
-    /// Up to `limit` messages with `seq < before` (all if `None`), oldest first, in their
-    /// latest state, and whether older ones exist. Paged by seq: the next page is
-    /// `before = first seq of this page`.
+    /// Up to `limit` messages of `range`, oldest first, in their latest state,
+    /// and whether more exist past the page in the direction of the read:
+    /// older ones before the first (`Newest`, `Before`), newer ones after the
+    /// last (`After`). Paged by seq: the next page back is `Before(first seq
+    /// of this page)`, the next page forward `After(last seq of this page)`.
     async fn history(
         &self,
         room: &RoomId,
-        before: Option<u64>,
+        range: HistoryRange,
         limit: usize,
     ) -> StoreResult<(Vec<MessageState>, bool)>;
 
@@ -413,8 +426,16 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The ids of the rooms a user is a member of (cheap: keys only).
     async fn member_rooms(&self, user: &UserId, page: PageReq) -> StoreResult<Page<RoomId>>;
 
-    /// Public rooms whose lowercased name starts with `prefix`, in name order.
-    async fn public_rooms(&self, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>>;
+    /// Public rooms of `tenant` (`None`: rooms of no tenant) whose lowercased
+    /// name starts with `prefix`, in name order. Reads only that tenant's
+    /// part of the directory: a page costs the same however many public
+    /// rooms other tenants have. A cursor is refused on another tenant's list.
+    async fn public_rooms(
+        &self,
+        tenant: Option<&str>,
+        prefix: &str,
+        page: PageReq,
+    ) -> StoreResult<Page<RoomMeta>>;
 
     /// A user's favorite rooms and people.
     async fn favorites(&self, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)>;

@@ -33,9 +33,13 @@ pub fn routes() -> OpenApiRouter<Arc<Core>> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// Messages with a seq below this (default: the newest).
+    /// Messages with a seq below this (default: the newest); paging back.
     #[param(minimum = 1)]
     pub before: Option<u64>,
+    /// Messages with a seq above this, oldest first; paging forward. Not
+    /// together with `before` (`bad_request`).
+    #[param(minimum = 0)]
+    pub after: Option<u64>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
@@ -46,7 +50,10 @@ pub struct MessagePage {
     pub room: RoomId,
     /// Oldest first, each in its latest state (edited, deleted, reactions).
     pub messages: Vec<Message>,
-    /// Whether older messages exist: ask again with `before` = the first seq here.
+    /// Whether more messages exist in the direction of the read: paging back
+    /// (`before`, or neither), older ones (ask again with `before` = the first
+    /// seq here); paging forward (`after`), newer ones (ask again with
+    /// `after` = the last seq here).
     pub more: bool,
 }
 
@@ -58,7 +65,7 @@ pub async fn history_as(
     room: RoomId,
     q: HistoryQuery,
 ) -> ApiResult {
-    let (page, limit) = page(core, user, room, q.before, q.limit).await?;
+    let (page, limit) = page(core, user, room, q.before, q.after, q.limit).await?;
     Ok(reply(StatusCode::OK, limit, None, &page))
 }
 
@@ -67,12 +74,14 @@ async fn page(
     user: &UserId,
     room: RoomId,
     before: Option<u64>,
+    after: Option<u64>,
     limit: Option<u32>,
 ) -> Result<(MessagePage, super::Limit), ApiError> {
     let frame = ClientFrame::History(c::History {
         id: ID,
         room,
         before,
+        after,
         limit,
     });
     let r = call(core, user, frame).await?;
@@ -89,7 +98,8 @@ async fn page(
     }
 }
 
-/// History, newest page first; page back with `before`.
+/// History, newest page first; page back with `before`, or forward from a
+/// seq with `after`.
 #[utoipa::path(get, path = "/v1/rooms/{room}/messages", tag = Tags::MESSAGES,
     params(("room" = RoomId, Path), HistoryQuery),
     responses((status = 200, body = MessagePage), (status = "4XX", body = ErrorBody)),
@@ -117,7 +127,7 @@ async fn get_message(
         .checked_add(1)
         .filter(|_| seq > 0)
         .ok_or_else(|| ApiError::bad_request("seq: must be 1 to 2^64-2"))?;
-    let (page, limit) = page(&core, &user, room.clone(), Some(before), Some(1)).await?;
+    let (page, limit) = page(&core, &user, room.clone(), Some(before), None, Some(1)).await?;
     let msg = page
         .messages
         .into_iter()

@@ -286,8 +286,14 @@ pub struct HistoryAs {
     #[serde(rename = "as")]
     #[param(rename = "as")]
     pub as_user: UserId,
+    /// Messages with a seq below this (default: the newest); paging back.
     #[param(minimum = 1)]
     pub before: Option<u64>,
+    /// Messages with a seq above this, oldest first; paging forward. Not
+    /// together with `before` (`bad_request`).
+    #[param(minimum = 0)]
+    pub after: Option<u64>,
+    /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
@@ -306,6 +312,7 @@ async fn room_history(
     let as_user = backend.user(q.as_user)?;
     let page = HistoryQuery {
         before: q.before,
+        after: q.after,
         limit: q.limit,
     };
     history_as(&core, &as_user, room, page).await

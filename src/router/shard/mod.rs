@@ -453,10 +453,10 @@ impl Shard {
             } => self.react(&room_id, user, seq, emoji, on, reply),
             Command::History {
                 user,
-                before,
+                range,
                 limit,
                 reply,
-            } => self.history(&room_id, user, before, limit, reply),
+            } => self.history(&room_id, user, range, limit, reply),
             Command::Read { user, seq, reply } => self.read(&room_id, user, seq, reply),
             Command::Receipts { user, seq, reply } => self.receipts(&room_id, user, seq, reply),
             Command::Members { user, reply } => self.members(&room_id, user, reply),

@@ -10,8 +10,8 @@ mod read;
 
 use super::keys;
 use super::{
-    LoadedRoom, MemberState, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta,
-    RoomOverview, StoreError, StoreResult, MAX_OWN_UNREAD,
+    HistoryRange, LoadedRoom, MemberState, MessageState, MessageStore, Mutation, Page, PageReq,
+    RoomMeta, RoomOverview, StoreError, StoreResult, MAX_OWN_UNREAD,
 };
 use crate::config::FsyncPolicy;
 use crate::ids::{RoomId, UserId};
@@ -36,7 +36,10 @@ const COMMIT_QUEUE: usize = 1024;
 pub(crate) struct Tables {
     db: Database,
     rooms: Keyspace,
+    /// The directory of rooms of no tenant.
     public: Keyspace,
+    /// The directory of tenants' rooms, by tenant (`keys::public_key`).
+    public_by_tenant: Keyspace,
     members: Keyspace,
     user_rooms: Keyspace,
     bans: Keyspace,
@@ -84,6 +87,7 @@ impl EmbeddedStore {
         let tables = Arc::new(Tables {
             rooms: ks("rooms")?,
             public: ks("public")?,
+            public_by_tenant: ks("public_by_tenant")?,
             members: ks("members")?,
             user_rooms: ks("user_rooms")?,
             bans: ks("bans")?,
@@ -95,6 +99,7 @@ impl EmbeddedStore {
             favorites: ks("favorites")?,
             db,
         });
+        move_tenant_directory(&tables)?;
         let (tx, rx) = mpsc::channel(COMMIT_QUEUE);
         let t = tables.clone();
         std::thread::Builder::new()
@@ -116,6 +121,62 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Backend(format!("read task: {e}")))?
     }
+}
+
+impl Tables {
+    /// The directory keyspace of a room: by tenant, or of no tenant.
+    fn directory(&self, room: &RoomId) -> &Keyspace {
+        if room.is_scoped() {
+            &self.public_by_tenant
+        } else {
+            &self.public
+        }
+    }
+}
+
+/// The marker, in `public_by_tenant`, of a data dir whose tenants' directory
+/// rows are all there (no tenant's key starts with a 0 byte).
+const TENANT_DIRECTORY_MOVED: &[u8] = &[0];
+
+/// Data dirs written before the per-tenant directory index kept every public
+/// room in `public`: moves the rows of tenants' rooms to `public_by_tenant`,
+/// once (in one batch, then the marker; an interrupted move is redone).
+fn move_tenant_directory(t: &Tables) -> StoreResult<()> {
+    if t.public_by_tenant
+        .contains_key(TENANT_DIRECTORY_MOVED)
+        .map_err(err)?
+    {
+        return Ok(());
+    }
+    let mut b = t.db.batch();
+    let mut moved = 0usize;
+    for item in t.public.iter() {
+        let k = item.key().map_err(err)?;
+        let Some(zero) = k.iter().position(|b| *b == 0) else {
+            continue;
+        };
+        let Some(room) = std::str::from_utf8(&k[zero + 1..])
+            .ok()
+            .and_then(|s| RoomId::new(s).ok())
+            .filter(RoomId::is_scoped)
+        else {
+            continue;
+        };
+        let mut moved_key = keys::directory_prefix(room.tenant());
+        moved_key.extend_from_slice(&k);
+        b.insert(&t.public_by_tenant, moved_key, []);
+        b.remove(&t.public, k.to_vec());
+        moved += 1;
+    }
+    b.insert(&t.public_by_tenant, TENANT_DIRECTORY_MOVED, []);
+    b.commit().map_err(err)?;
+    if moved > 0 {
+        tracing::info!(
+            rows = moved,
+            "moved tenants' public rooms to the per-tenant directory"
+        );
+    }
+    Ok(())
 }
 
 fn committer(t: Arc<Tables>, mut rx: mpsc::Receiver<Job>, fsync: FsyncPolicy) {
@@ -216,10 +277,10 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     b.insert(&t.rooms, meta.id.as_str().as_bytes(), keys::encode(meta))
                 }
                 Mutation::PutPublic { name, room } => {
-                    b.insert(&t.public, keys::public_key(name, room), [])
+                    b.insert(t.directory(room), keys::public_key(name, room), [])
                 }
                 Mutation::DelPublic { name, room } => {
-                    b.remove(&t.public, keys::public_key(name, room))
+                    b.remove(t.directory(room), keys::public_key(name, room))
                 }
                 Mutation::PutMember {
                     room,
@@ -493,11 +554,11 @@ impl MessageStore for EmbeddedStore {
     async fn history(
         &self,
         room: &RoomId,
-        before: Option<u64>,
+        range: HistoryRange,
         limit: usize,
     ) -> StoreResult<(Vec<MessageState>, bool)> {
         let room = room.clone();
-        self.read(move |t| read::history(t, &room, before, limit))
+        self.read(move |t| read::history(t, &room, range, limit))
             .await
     }
 
@@ -523,9 +584,15 @@ impl MessageStore for EmbeddedStore {
         self.read(move |t| read::member_rooms(t, &user, page)).await
     }
 
-    async fn public_rooms(&self, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
+    async fn public_rooms(
+        &self,
+        tenant: Option<&str>,
+        prefix: &str,
+        page: PageReq,
+    ) -> StoreResult<Page<RoomMeta>> {
         let prefix = prefix.to_lowercase();
-        self.read(move |t| read::public_rooms(t, &prefix, page))
+        let tenant = tenant.map(str::to_string);
+        self.read(move |t| read::public_rooms(t, tenant.as_deref(), &prefix, page))
             .await
     }
 
@@ -553,6 +620,63 @@ mod tests {
     use super::*;
     use crate::store::{Cursor, PageReq};
 
+    /// A data dir written before the per-tenant index had tenants' rows in
+    /// `public`: opening it moves them, once.
+    #[tokio::test]
+    async fn tenants_directory_rows_move_to_their_index_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = RoomId::new("acme\u{1f}old").unwrap();
+        let plain = RoomId::new("plain").unwrap();
+        let meta = |id: &RoomId, name: &str| {
+            Mutation::PutRoom(RoomMeta {
+                id: id.clone(),
+                name: name.into(),
+                description: String::new(),
+                private: false,
+                kind: crate::store::RoomKind::Room,
+                created_by: UserId::new("o").unwrap(),
+                created_at: 1,
+                deleted: false,
+                members: 1,
+            })
+        };
+        {
+            let store = EmbeddedStore::open(dir.path(), FsyncPolicy::Never).unwrap();
+            store
+                .apply(vec![meta(&room, "Old Room"), meta(&plain, "Plain Room")])
+                .await
+                .unwrap();
+            // The old layout, as the previous version wrote it.
+            let t = &store.tables;
+            for (name, id) in [("old room", &room), ("plain room", &plain)] {
+                let mut k = name.as_bytes().to_vec();
+                k.push(0);
+                k.extend_from_slice(id.as_str().as_bytes());
+                t.public.insert(k, []).unwrap();
+            }
+            t.public_by_tenant.remove(TENANT_DIRECTORY_MOVED).unwrap();
+            let first = PageReq::first(10);
+            let none = store.public_rooms(Some("acme"), "", first.clone()).await;
+            assert!(none.unwrap().items.is_empty(), "not moved yet");
+            move_tenant_directory(t).unwrap();
+            let acme = store.public_rooms(Some("acme"), "old", first.clone()).await;
+            assert_eq!(acme.unwrap().items[0].id, room);
+            let rest = store.public_rooms(None, "", first).await.unwrap();
+            assert_eq!(
+                rest.items.iter().map(|m| &m.id).collect::<Vec<_>>(),
+                [&plain]
+            );
+            store.flush().await.unwrap();
+        }
+        // Reopened: nothing more to move, the same listings.
+        let store = EmbeddedStore::open(dir.path(), FsyncPolicy::Never).unwrap();
+        let acme = store
+            .public_rooms(Some("acme"), "", PageReq::first(10))
+            .await
+            .unwrap();
+        assert_eq!(acme.items.len(), 1);
+    }
+
     #[tokio::test]
     async fn directory_reads_never_panic_on_key_sized_input() {
         let dir = tempfile::tempdir().unwrap();
@@ -563,17 +687,24 @@ mod tests {
             limit: 10,
         };
         let rooms = store
-            .public_rooms(&"a".repeat(70_000), page(None))
+            .public_rooms(None, &"a".repeat(70_000), page(None))
             .await
             .unwrap();
         assert!(rooms.items.is_empty() && rooms.next.is_none());
         // A cursor of the right form whose key is longer than fjall allows.
         let long = crate::store::make_cursor("e", "dir", &vec![b'a'; 70_000]);
-        assert!(store.public_rooms("", page(Some(long.0))).await.is_err());
         assert!(store
-            .public_rooms("", page(Some("ab".repeat(70_000))))
+            .public_rooms(None, "", page(Some(long.0)))
             .await
             .is_err());
-        store.public_rooms("a", page(None)).await.unwrap();
+        assert!(store
+            .public_rooms(Some("acme"), "", page(Some("ab".repeat(70_000))))
+            .await
+            .is_err());
+        store.public_rooms(None, "a", page(None)).await.unwrap();
+        store
+            .public_rooms(Some("acme"), &"a".repeat(70_000), page(None))
+            .await
+            .unwrap();
     }
 }

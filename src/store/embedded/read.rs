@@ -4,8 +4,8 @@ use super::{err, Tables};
 use crate::ids::{RoomId, UserId};
 use crate::store::keys;
 use crate::store::{
-    make_cursor, open_cursor, Invite, LoadedRoom, LocalIdRecord, MemberState, MessageState, Page,
-    PageReq, RoomMeta, RoomOverview, StoreResult,
+    make_cursor, open_cursor, HistoryRange, Invite, LoadedRoom, LocalIdRecord, MemberState,
+    MessageState, Page, PageReq, RoomMeta, RoomOverview, StoreResult,
 };
 use bytes::Bytes;
 use std::ops::Bound;
@@ -141,22 +141,46 @@ pub fn msg_count_at(t: &Tables, room: &RoomId, seq: u64) -> StoreResult<u64> {
 pub fn history(
     t: &Tables,
     room: &RoomId,
-    before: Option<u64>,
+    range: HistoryRange,
     limit: usize,
 ) -> StoreResult<(Vec<MessageState>, bool)> {
-    let start = keys::seq_key(room, 0);
-    let end = keys::seq_key(room, before.unwrap_or(u64::MAX));
     let mut out = Vec::with_capacity(limit.min(256));
     let mut more = false;
-    for item in t.messages.range(start..end).rev() {
+    let mut take = |item: fjall::Guard| -> StoreResult<bool> {
         if out.len() == limit {
             more = true;
-            break;
+            return Ok(false);
         }
         let (_, v) = item.into_inner().map_err(err)?;
         out.push(keys::decode(&v, "message")?);
+        Ok(true)
+    };
+    match range {
+        HistoryRange::Newest | HistoryRange::Before(_) => {
+            let before = match range {
+                HistoryRange::Before(b) => b,
+                _ => u64::MAX,
+            };
+            let (start, end) = (keys::seq_key(room, 0), keys::seq_key(room, before));
+            for item in t.messages.range(start..end).rev() {
+                if !take(item)? {
+                    break;
+                }
+            }
+            out.reverse();
+        }
+        HistoryRange::After(after) => {
+            let Some(first) = after.checked_add(1) else {
+                return Ok((out, false));
+            };
+            let (start, end) = (keys::seq_key(room, first), keys::seq_key(room, u64::MAX));
+            for item in t.messages.range(start..=end) {
+                if !take(item)? {
+                    break;
+                }
+            }
+        }
     }
-    out.reverse();
     Ok((out, more))
 }
 
@@ -281,11 +305,23 @@ pub fn member_rooms(t: &Tables, user: &UserId, page: PageReq) -> StoreResult<Pag
 /// The longest key fjall accepts.
 const MAX_KEY_LEN: usize = u16::MAX as usize;
 
-pub fn public_rooms(t: &Tables, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
+pub fn public_rooms(
+    t: &Tables,
+    tenant: Option<&str>,
+    prefix: &str,
+    page: PageReq,
+) -> StoreResult<Page<RoomMeta>> {
+    // Only the tenant's part of the directory (of no tenant: `public`).
+    let (ks, base) = match tenant {
+        Some(_) => (&t.public_by_tenant, keys::directory_prefix(tenant)),
+        None => (&t.public, Vec::new()),
+    };
+    let mut full = base.clone();
+    full.extend_from_slice(prefix.as_bytes());
     // fjall keys are at most 65,535 bytes (longer ones panic): a longer
     // prefix matches no key, and a longer cursor is none we handed out.
     // (The session refuses both long before; this keeps the store total.)
-    if prefix.len() > MAX_KEY_LEN {
+    if full.len() > MAX_KEY_LEN {
         return Ok(Page {
             items: Vec::new(),
             next: None,
@@ -295,20 +331,26 @@ pub fn public_rooms(t: &Tables, prefix: &str, page: PageReq) -> StoreResult<Page
     let lower = match &page.after {
         Some(c) => {
             let key = open_cursor(c, STORE, "dir")?;
-            if key.len() > MAX_KEY_LEN {
+            // A cursor of another tenant's part is none this caller was given
+            // (keys of no tenant hold no U+001F: names have no control characters).
+            let foreign = match tenant {
+                Some(_) => !key.starts_with(&base),
+                None => key.contains(&0x1f),
+            };
+            if key.len() > MAX_KEY_LEN || foreign {
                 return Err(crate::store::StoreError::BadCursor(
                     "after: not a cursor of this list (use the `next` of the previous page)".into(),
                 ));
             }
             Bound::Excluded(key)
         }
-        None => Bound::Included(prefix.as_bytes().to_vec()),
+        None => Bound::Included(full.clone()),
     };
     let mut out = Vec::new();
     let mut next = None;
-    for item in t.public.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+    for item in ks.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
         let k = item.key().map_err(err)?;
-        if !k.starts_with(prefix.as_bytes()) {
+        if !k.starts_with(&full) {
             break;
         }
         if out.len() == limit {
@@ -317,15 +359,19 @@ pub fn public_rooms(t: &Tables, prefix: &str, page: PageReq) -> StoreResult<Page
                 .map(|m: &RoomMeta| make_cursor(STORE, "dir", &keys::public_key(&m.name, &m.id)));
             break;
         }
-        let Some(zero) = k.iter().position(|b| *b == 0) else {
+        let rest = &k[base.len()..];
+        let Some(zero) = rest.iter().position(|b| *b == 0) else {
             continue;
         };
-        let Ok(room) = std::str::from_utf8(&k[zero + 1..])
+        let Ok(room) = std::str::from_utf8(&rest[zero + 1..])
             .map_err(|_| ())
             .and_then(|s| RoomId::new(s).map_err(|_| ()))
         else {
             continue;
         };
+        if room.tenant() != tenant {
+            continue;
+        }
         if let Some(m) = meta(t, &room)? {
             if !m.private {
                 out.push(m);

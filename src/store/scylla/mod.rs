@@ -17,8 +17,8 @@ mod read;
 pub mod schema;
 
 use super::{
-    LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta, RoomOverview,
-    StoreError, StoreResult,
+    HistoryRange, LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta,
+    RoomOverview, StoreError, StoreResult,
 };
 use crate::config::{Config, CqlConsistency};
 use crate::ids::{RoomId, UserId};
@@ -220,6 +220,7 @@ pub(crate) struct Stmts {
     dir_page: PreparedStatement,
     dir_page_after: PreparedStatement,
     dir_heads: PreparedStatement,
+    tenant_dir_heads: PreparedStatement,
     put_member: PreparedStatement,
     set_role: PreparedStatement,
     del_member: PreparedStatement,
@@ -261,6 +262,7 @@ pub(crate) struct Stmts {
     event_at: PreparedStatement,
     events_desc: PreparedStatement,
     stream_desc_below: PreparedStatement,
+    stream_asc_above: PreparedStatement,
     stream_range_asc: PreparedStatement,
     user_rooms_first: PreparedStatement,
     user_rooms_after: PreparedStatement,
@@ -278,11 +280,12 @@ impl Stmts {
             put_room: p(format!("INSERT INTO {ks}.rooms (room, meta) VALUES (?, ?)"), true).await?,
             get_room: p(format!("SELECT meta FROM {ks}.rooms WHERE room = ?"), true).await?,
             put_dir: p(format!("INSERT INTO {ks}.directory (head, name, room) VALUES (?, ?, ?)"), true).await?,
-            put_dir_head: p(format!("INSERT INTO {ks}.directory_heads (k, head) VALUES (0, ?)"), true).await?,
+            put_dir_head: p(format!("INSERT INTO {ks}.directory_heads (k, head) VALUES (?, ?)"), true).await?,
             del_dir: p(format!("DELETE FROM {ks}.directory WHERE head = ? AND name = ? AND room = ?"), true).await?,
             dir_page: p(format!("SELECT name, room FROM {ks}.directory WHERE head = ? AND name >= ? LIMIT ?"), true).await?,
             dir_page_after: p(format!("SELECT name, room FROM {ks}.directory WHERE head = ? AND (name, room) > (?, ?) LIMIT ?"), true).await?,
             dir_heads: p(format!("SELECT head FROM {ks}.directory_heads WHERE k = 0 AND head >= ?"), true).await?,
+            tenant_dir_heads: p(format!("SELECT head FROM {ks}.directory_heads WHERE k = 1 AND head >= ? AND head < ?"), true).await?,
             put_member: p(format!("INSERT INTO {ks}.members (room, user, role, joined_at) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             set_role: p(format!("UPDATE {ks}.members SET role = ? WHERE room = ? AND user = ?"), true).await?,
             del_member: p(format!("DELETE FROM {ks}.members WHERE room = ? AND user = ?"), true).await?,
@@ -324,6 +327,7 @@ impl Stmts {
             events_desc: p(format!("SELECT seq, event FROM {ks}.stream WHERE room = ? AND bucket = ? ORDER BY seq DESC"), true).await?,
             stream_row: p(format!("SELECT {msg_cols} FROM {ks}.stream WHERE room = ? AND bucket = ? AND seq = ?"), true).await?,
             stream_desc_below: p(format!("SELECT {msg_cols} FROM {ks}.stream WHERE room = ? AND bucket = ? AND seq < ? ORDER BY seq DESC"), true).await?,
+            stream_asc_above: p(format!("SELECT {msg_cols} FROM {ks}.stream WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC"), true).await?,
             stream_range_asc: p(format!("SELECT seq, event FROM {ks}.stream WHERE room = ? AND bucket = ? AND seq > ? AND seq <= ? ORDER BY seq ASC LIMIT ?"), true).await?,
             user_rooms_first: p(format!("SELECT room FROM {ks}.rooms_by_user WHERE user = ? LIMIT ?"), true).await?,
             user_rooms_after: p(format!("SELECT room FROM {ks}.rooms_by_user WHERE user = ? AND room > ? LIMIT ?"), true).await?,
@@ -331,7 +335,7 @@ impl Stmts {
     }
 }
 
-type HistoryKey = (RoomId, Option<u64>, usize);
+type HistoryKey = (RoomId, HistoryRange, usize);
 type HistoryResult = StoreResult<Arc<(Vec<MessageState>, bool)>>;
 type SharedHistory = Shared<BoxFuture<'static, HistoryResult>>;
 
@@ -356,6 +360,7 @@ struct Stmt {
 #[derive(Clone, Debug)]
 enum CqlValue {
     Text(String),
+    Int(i32),
     Big(i64),
     Blob(Vec<u8>),
     Set(Vec<i64>),
@@ -372,6 +377,7 @@ impl scylla::serialize::value::SerializeValue for CqlValue {
     > {
         match self {
             CqlValue::Text(s) => s.serialize(typ, writer),
+            CqlValue::Int(n) => n.serialize(typ, writer),
             CqlValue::Big(n) => n.serialize(typ, writer),
             CqlValue::Blob(b) => b.serialize(typ, writer),
             CqlValue::Set(v) => v.serialize(typ, writer),
@@ -486,12 +492,13 @@ impl ScyllaStore {
                     ],
                 ),
                 Mutation::PutPublic { name, room } => {
-                    let (head, lower) = dir_key(name);
+                    let (head, lower) = dir_key(room.tenant(), name);
+                    let k = dir_heads_partition(room.tenant());
                     derived(
                         "directory_heads",
-                        String::new(),
+                        k.to_string(),
                         &st.put_dir_head,
-                        vec![t(&head)],
+                        vec![CqlValue::Int(k), t(&head)],
                     );
                     derived(
                         "directory",
@@ -501,7 +508,7 @@ impl ScyllaStore {
                     );
                 }
                 Mutation::DelPublic { name, room } => {
-                    let (head, lower) = dir_key(name);
+                    let (head, lower) = dir_key(room.tenant(), name);
                     derived(
                         "directory",
                         head.clone(),
@@ -913,11 +920,26 @@ pub async fn migrate(cfg: &ScyllaConfig) -> anyhow::Result<i64> {
     Ok(schema::migrate(&session, cfg).await?)
 }
 
-/// Directory key: the partition (first character of the lowercased name) and the lowercased name.
-pub(crate) fn dir_key(name: &str) -> (String, String) {
+/// Directory key: the partition and the lowercased name. The partition
+/// (`head`) is the first character of the lowercased name, after the room's
+/// tenant and U+001F for a room of a tenant: each tenant's directory has
+/// partitions of its own.
+pub(crate) fn dir_key(tenant: Option<&str>, name: &str) -> (String, String) {
     let lower = name.to_lowercase();
-    let head = lower.chars().next().map(String::from).unwrap_or_default();
+    let mut head = dir_base(tenant);
+    head.extend(lower.chars().next());
     (head, lower)
+}
+
+/// The start of every directory partition of `tenant` (empty: no tenant).
+pub(crate) fn dir_base(tenant: Option<&str>) -> String {
+    tenant.map(|t| format!("{t}\u{1f}")).unwrap_or_default()
+}
+
+/// The `directory_heads` partition listing a directory partition: 0 for
+/// rooms of no tenant, 1 for tenants' (clustered by head, so by tenant).
+pub(crate) fn dir_heads_partition(tenant: Option<&str>) -> i32 {
+    i32::from(tenant.is_some())
 }
 
 #[cfg(feature = "scylla-tls")]
@@ -1000,11 +1022,11 @@ impl MessageStore for ScyllaStore {
     async fn history(
         &self,
         room: &RoomId,
-        before: Option<u64>,
+        range: HistoryRange,
         limit: usize,
     ) -> StoreResult<(Vec<MessageState>, bool)> {
         // A reconnect storm asks for the same page many times: one query serves all.
-        let key = (room.clone(), before, limit);
+        let key = (room.clone(), range, limit);
         let fut = {
             let mut map = self
                 .history_inflight
@@ -1023,7 +1045,7 @@ impl MessageStore for ScyllaStore {
                     let inflight = self.history_inflight.clone();
                     let k = key.clone();
                     let f: BoxFuture<'static, HistoryResult> = Box::pin(async move {
-                        let r = read::history(&store, &room, before, limit)
+                        let r = read::history(&store, &room, range, limit)
                             .await
                             .map(Arc::new);
                         if let Ok(mut m) = inflight.lock() {
@@ -1059,8 +1081,13 @@ impl MessageStore for ScyllaStore {
         read::member_rooms(self, user, page).await
     }
 
-    async fn public_rooms(&self, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
-        read::public_rooms(self, prefix, page).await
+    async fn public_rooms(
+        &self,
+        tenant: Option<&str>,
+        prefix: &str,
+        page: PageReq,
+    ) -> StoreResult<Page<RoomMeta>> {
+        read::public_rooms(self, tenant, prefix, page).await
     }
 
     async fn favorites(&self, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)> {

@@ -1,12 +1,12 @@
 //! Read paths of the ScyllaDB store. Stream reads walk the room's buckets
 //! (`buckets` table) and read one partition range at a time; long reads page.
 
-use super::{bucket, cql_err, dir_key, ScyllaStore};
+use super::{bucket, cql_err, dir_base, dir_key, ScyllaStore};
 use crate::ids::{RoomId, UserId};
 use crate::store::keys;
 use crate::store::{
-    make_cursor, open_cursor, Invite, LoadedRoom, LocalIdRecord, MemberState, MessageState, Page,
-    PageReq, Role, RoomMeta, RoomOverview, StoreError, StoreResult,
+    make_cursor, open_cursor, HistoryRange, Invite, LoadedRoom, LocalIdRecord, MemberState,
+    MessageState, Page, PageReq, Role, RoomMeta, RoomOverview, StoreError, StoreResult,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -263,25 +263,83 @@ pub async fn latest_message_at_or_below(
     Ok(found)
 }
 
+/// Walks a room's messages from `above` (exclusive) upwards; `each` returns false to stop.
+async fn messages_up(
+    s: &ScyllaStore,
+    room: &RoomId,
+    above: u64,
+    page: i32,
+    mut each: impl FnMut(MessageState) -> bool,
+) -> StoreResult<()> {
+    // CQL `bigint` seqs: nothing is stored above i64::MAX.
+    let Ok(above_i) = i64::try_from(above) else {
+        return Ok(());
+    };
+    let mut buckets = Vec::new();
+    s.paged::<(i64,), _>(
+        &s.st.buckets_asc_from,
+        1000,
+        (room.as_str(), bucket(above), i64::MAX),
+        |(b,)| {
+            buckets.push(b);
+            Ok(true)
+        },
+    )
+    .await?;
+    for b in buckets {
+        let mut stopped = false;
+        s.paged::<Row, _>(
+            &s.st.stream_asc_above,
+            page,
+            (room.as_str(), b, above_i),
+            |row| {
+                if let Some(m) = message_of(row)? {
+                    if !each(m) {
+                        stopped = true;
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )
+        .await?;
+        if stopped {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub async fn history(
     s: &ScyllaStore,
     room: &RoomId,
-    before: Option<u64>,
+    range: HistoryRange,
     limit: usize,
 ) -> StoreResult<(Vec<MessageState>, bool)> {
     let mut out = Vec::with_capacity(limit.min(256));
     let mut more = false;
     let page = (limit + 1).min(1000) as i32;
-    messages_down(s, room, before.unwrap_or(u64::MAX), page, |m| {
+    let take = |m: MessageState| {
         if out.len() == limit {
             more = true;
             return false;
         }
         out.push(m);
         true
-    })
-    .await?;
-    out.reverse();
+    };
+    match range {
+        HistoryRange::After(after) => {
+            messages_up(s, room, after, page, take).await?;
+        }
+        HistoryRange::Newest | HistoryRange::Before(_) => {
+            let below = match range {
+                HistoryRange::Before(b) => b,
+                _ => u64::MAX,
+            };
+            messages_down(s, room, below, page, take).await?;
+            out.reverse();
+        }
+    }
     Ok((out, more))
 }
 
@@ -620,11 +678,14 @@ pub async fn user_rooms(
 
 pub async fn public_rooms(
     s: &ScyllaStore,
+    tenant: Option<&str>,
     prefix: &str,
     page: PageReq,
 ) -> StoreResult<Page<RoomMeta>> {
     let limit = page.limit.max(1);
     let prefix = prefix.to_lowercase();
+    let base = dir_base(tenant);
+    let bad_cursor = || StoreError::BadCursor("cursor: not a cursor of this list".into());
     // Position: (head, name, room) of the last entry returned.
     let after: Option<(String, String, String)> = match &page.after {
         Some(c) => {
@@ -632,26 +693,32 @@ pub async fn public_rooms(
                 .map_err(|_| StoreError::BadCursor("cursor: not a cursor of this list".into()))?;
             let mut p = raw.splitn(3, '\0');
             match (p.next(), p.next(), p.next()) {
-                (Some(h), Some(n), Some(r)) => Some((h.into(), n.into(), r.into())),
-                _ => {
-                    return Err(StoreError::BadCursor(
-                        "cursor: not a cursor of this list".into(),
-                    ))
+                // Only a partition of this tenant's directory.
+                (Some(h), Some(n), Some(r))
+                    if h.starts_with(&base) && (tenant.is_some() || !h.contains('\u{1f}')) =>
+                {
+                    Some((h.into(), n.into(), r.into()))
                 }
+                _ => return Err(bad_cursor()),
             }
         }
         None => None,
     };
     // The partitions to walk: the prefix's head only, or every head in order.
     let heads: Vec<String> = if prefix.is_empty() {
-        let from = after.as_ref().map(|a| a.0.clone()).unwrap_or_default();
-        s.rows::<(String,), _>(&s.st.dir_heads, (from,))
-            .await?
-            .into_iter()
-            .map(|(h,)| h)
-            .collect()
+        let from = after.as_ref().map_or_else(|| base.clone(), |a| a.0.clone());
+        let rows = match tenant {
+            // The tenant's partitions: heads from `tenant` U+001F up to `tenant` U+0020.
+            Some(t) => {
+                let end = format!("{t}\u{20}");
+                s.rows::<(String,), _>(&s.st.tenant_dir_heads, (from, end))
+                    .await?
+            }
+            None => s.rows::<(String,), _>(&s.st.dir_heads, (from,)).await?,
+        };
+        rows.into_iter().map(|(h,)| h).collect()
     } else {
-        vec![dir_key(&prefix).0]
+        vec![dir_key(tenant, &prefix).0]
     };
     let mut out: Vec<(String, RoomMeta)> = Vec::new();
     let mut next = None;

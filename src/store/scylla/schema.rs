@@ -8,7 +8,7 @@ use crate::store::{StoreError, StoreResult};
 use scylla::client::session::Session;
 
 /// The schema files this binary knows, version 1 first.
-const VERSIONS: &[&str] = &[include_str!("schema/v1.cql")];
+const VERSIONS: &[&str] = &[include_str!("schema/v1.cql"), include_str!("schema/v2.cql")];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i64 = VERSIONS.len() as i64;
@@ -100,6 +100,9 @@ pub async fn migrate(session: &Session, cfg: &ScyllaConfig) -> StoreResult<i64> 
         for stmt in statements(VERSIONS[(next - 1) as usize], ks) {
             session.query_unpaged(stmt, ()).await.map_err(cql_err)?;
         }
+        if next == 2 {
+            move_tenant_directory(session, ks).await?;
+        }
         session
             .query_unpaged(
                 format!("INSERT INTO {ks}.meta (name, value) VALUES ('schema', ?)"),
@@ -111,6 +114,84 @@ pub async fn migrate(session: &Session, cfg: &ScyllaConfig) -> StoreResult<i64> 
         version = next;
     }
     Ok(version)
+}
+
+/// Version 2's data step: directory rows of tenants' rooms, written by
+/// version 1 into the shared partitions (k = 0 heads), move to their
+/// tenant's partitions (`super::dir_key`). Run again after an interruption,
+/// it finds what is left and moves that.
+async fn move_tenant_directory(session: &Session, ks: &str) -> StoreResult<()> {
+    use futures_util::StreamExt;
+    let heads_q = format!("SELECT head FROM {ks}.directory_heads WHERE k = 0");
+    let rows_q = format!("SELECT name, room FROM {ks}.directory WHERE head = ?");
+    let put_head = session
+        .prepare(format!(
+            "INSERT INTO {ks}.directory_heads (k, head) VALUES (?, ?)"
+        ))
+        .await
+        .map_err(cql_err)?;
+    let put = session
+        .prepare(format!(
+            "INSERT INTO {ks}.directory (head, name, room) VALUES (?, ?, ?)"
+        ))
+        .await
+        .map_err(cql_err)?;
+    let del = session
+        .prepare(format!(
+            "DELETE FROM {ks}.directory WHERE head = ? AND name = ? AND room = ?"
+        ))
+        .await
+        .map_err(cql_err)?;
+    let mut heads = Vec::new();
+    let mut it = session
+        .query_iter(heads_q, ())
+        .await
+        .map_err(cql_err)?
+        .rows_stream::<(String,)>()
+        .map_err(cql_err)?;
+    while let Some(row) = it.next().await {
+        heads.push(row.map_err(cql_err)?.0);
+    }
+    let mut moved = 0u64;
+    for head in heads {
+        let mut rows = Vec::new();
+        let mut it = session
+            .query_iter(rows_q.clone(), (head.as_str(),))
+            .await
+            .map_err(cql_err)?
+            .rows_stream::<(String, String)>()
+            .map_err(cql_err)?;
+        while let Some(row) = it.next().await {
+            let (name, room) = row.map_err(cql_err)?;
+            if room.contains('\u{1f}') {
+                rows.push((name, room));
+            }
+        }
+        for (name, room) in rows {
+            let Some((tenant, _)) = room.split_once('\u{1f}') else {
+                continue;
+            };
+            let (to, _) = super::dir_key(Some(tenant), &name);
+            let k = super::dir_heads_partition(Some(tenant));
+            session
+                .execute_unpaged(&put_head, (k, to.as_str()))
+                .await
+                .map_err(cql_err)?;
+            session
+                .execute_unpaged(&put, (to.as_str(), name.as_str(), room.as_str()))
+                .await
+                .map_err(cql_err)?;
+            session
+                .execute_unpaged(&del, (head.as_str(), name.as_str(), room.as_str()))
+                .await
+                .map_err(cql_err)?;
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        tracing::info!(keyspace = %ks, rows = moved, "moved tenants' public rooms to per-tenant directory partitions");
+    }
+    Ok(())
 }
 
 /// Fails unless the keyspace holds exactly the schema this binary knows.
@@ -136,6 +217,8 @@ mod tests {
     fn schema_files_split_into_statements() {
         let s = statements(VERSIONS[0], "ks");
         assert!(s.len() >= 12, "{s:?}");
+        // Version 2 is a data step only.
+        assert!(statements(VERSIONS[1], "ks").is_empty());
         assert!(s
             .iter()
             .all(|x| x.starts_with("CREATE TABLE IF NOT EXISTS ks.")));

@@ -644,8 +644,13 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   /** A page of messages in their latest state, oldest first: the newest
-   *  `limit` (default 50), or those before seq `before`. */
-  history(room: string, opts: { before?: number; limit?: number } = {}): Promise<F.HistoryPage> {
+   *  `limit` (default 50), those before seq `before` (paging back; `more`:
+   *  older ones exist), or those after seq `after` (paging forward; `more`:
+   *  newer ones exist). `before` with `after` is `bad_request`. */
+  history(
+    room: string,
+    opts: { before?: number; after?: number; limit?: number } = {},
+  ): Promise<F.HistoryPage> {
     return this.call({ t: "history", room, ...opts }, true);
   }
 

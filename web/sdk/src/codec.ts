@@ -38,7 +38,7 @@ const ORDER: Record<string, Rule[]> = {
   edit: [ID, ROOM, SEQ, o("body")],
   delete: [ID, ROOM, SEQ],
   react: [ID, ROOM, SEQ, o("emoji"), ["on", "a", true]],
-  history: [ID, ROOM, o("before"), o("limit")],
+  history: [ID, ROOM, o("before"), o("after"), o("limit")],
   read: [ID, ROOM, SEQ],
   receipts: [ID, ROOM, SEQ],
   typing: [ID, ROOM, ["on", "a", true]],

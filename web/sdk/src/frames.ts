@@ -107,6 +107,8 @@ export interface HistoryPage {
   id: number;
   room: string;
   messages: Message[];
+  /** Paging back (`before`, or neither): older messages exist before
+   *  `messages[0]`; paging forward (`after`): newer ones after the last. */
   more: boolean;
 }
 export interface Pong {

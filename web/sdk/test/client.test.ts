@@ -113,6 +113,14 @@ describe("the API against a real server", () => {
     expect(page.messages[0]!.reactions).toEqual([{ emoji: "👍", count: 1, me: false }]);
     const older = await alice.history(room, { before: reply.seq, limit: 1 });
     expect(older.messages.map((m) => m.seq)).toEqual([sent.seq]);
+    // Forward from the first message: the reply (a tombstone), and no newer.
+    const newer = await alice.history(room, { after: sent.seq, limit: 1 });
+    expect(newer.messages.map((m) => m.seq)).toEqual([reply.seq]);
+    expect(newer.more).toBe(false);
+    const first = await alice.history(room, { after: 0, limit: 1 });
+    expect(first.messages.map((m) => m.seq)).toEqual([sent.seq]);
+    expect(first.more).toBe(true);
+    await expectCode(alice.history(room, { before: reply.seq, after: 0 }), "bad_request");
 
     // Stream events arrived once each, in seq order.
     const seqs = [
