@@ -8,7 +8,7 @@ use crate::store::{StoreError, StoreResult};
 use scylla::client::session::Session;
 
 /// The schema files this binary knows, version 1 first.
-const VERSIONS: &[&str] = &[include_str!("schema/v1.cql")];
+const VERSIONS: &[&str] = &[include_str!("schema/v1.cql"), include_str!("schema/v2.cql")];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i64 = VERSIONS.len() as i64;
@@ -139,6 +139,9 @@ mod tests {
         assert!(s
             .iter()
             .all(|x| x.starts_with("CREATE TABLE IF NOT EXISTS ks.")));
+        let v2 = statements(VERSIONS[1], "ks");
+        assert_eq!(v2.len(), 1, "{v2:?}");
+        assert!(v2[0].starts_with("CREATE TABLE IF NOT EXISTS ks.room_owner"));
     }
 
     #[test]
