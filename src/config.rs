@@ -931,6 +931,54 @@ mod tests {
     }
 
     #[test]
+    fn node_settings_come_from_flags_and_toml_and_are_checked() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::CommandFactory;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["roomcast"];
+            all.extend_from_slice(args);
+            Config::resolve(&Wrapper::command().get_matches_from(all)).unwrap()
+        };
+        let c = parse(&[]);
+        assert_eq!(
+            (c.node_id.as_deref(), c.node_lease_ms, c.node_renew_ms),
+            (None, 10_000, 3_000)
+        );
+        c.validate().unwrap();
+        let c = parse(&[
+            "--node-id",
+            "eu-1",
+            "--node-lease-ms",
+            "3000",
+            "--node-renew-ms",
+            "1000",
+        ]);
+        c.validate().unwrap();
+        assert_eq!(c.node_settings().lease, Duration::from_secs(3));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomcast.toml");
+        std::fs::write(&path, "node_id = \"pod-7\"\nnode_lease_ms = 9000\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]);
+        assert_eq!(
+            (c.node_id.as_deref(), c.node_lease_ms, c.node_renew_ms),
+            (Some("pod-7"), 9000, 3000)
+        );
+        c.validate().unwrap();
+        for bad in [
+            &["--node-renew-ms", "4000"][..],
+            &["--node-lease-ms", "200", "--node-renew-ms", "50"],
+            &["--node-renew-ms", "0"],
+            &["--node-id", "a b"],
+        ] {
+            assert!(parse(bad).validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn rate_spec_parses() {
         let r: RateSpec = "10:30".parse().unwrap();
         assert_eq!((r.per_second, r.burst), (10.0, 30));
