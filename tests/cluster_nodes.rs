@@ -272,6 +272,8 @@ async fn three_processes_see_each_other_come_and_go() {
     assert_eq!(metric(&metrics, "roomcast_cluster_live_nodes"), 3.0);
 
     // SIGKILL: the node leaves the live set when its lease runs out.
+    // (Times are printed, never asserted: docs/MULTINODE.md quotes them.)
+    let killed = Instant::now();
     nodes[2].kill9();
     for n in &nodes[..2] {
         eventually("the killed node's lease runs out", ms(15_000), async || {
@@ -279,9 +281,15 @@ async fn three_processes_see_each_other_come_and_go() {
         })
         .await;
     }
+    eprintln!(
+        "SIGKILL: both peers dropped the node {:?} after the kill (lease 1500 ms, renew 300 ms)",
+        killed.elapsed()
+    );
 
     // SIGTERM: the node deregisters before it exits.
+    let stopped = Instant::now();
     nodes[1].terminate();
+    let exited = stopped.elapsed();
     let conn = roomcast::redis::connect(&redis.target(), None)
         .await
         .unwrap();
@@ -298,9 +306,14 @@ async fn three_processes_see_each_other_come_and_go() {
         nodes[0].live().await == ["node-0"]
     })
     .await;
+    eprintln!(
+        "SIGTERM: the node exited after {exited:?}; its peer saw it leave {:?} after the signal",
+        stopped.elapsed()
+    );
 
     // Redis down: the lease runs out and the node is not ready; Redis back:
     // registered again, ready again.
+    let redis_gone = Instant::now();
     redis.kill();
     eventually("not ready without its lease", ms(20_000), async || {
         let (status, ready, _) = nodes[0].get("/ready").await;
@@ -310,6 +323,7 @@ async fn three_processes_see_each_other_come_and_go() {
                 .is_some_and(|l| l.starts_with("lost"))
     })
     .await;
+    eprintln!("Redis killed: /ready 503 after {:?}", redis_gone.elapsed());
     let (_, _, metrics) = nodes[0].get("/metrics").await;
     assert!(
         metric(
@@ -318,11 +332,16 @@ async fn three_processes_see_each_other_come_and_go() {
         ) >= 1.0
     );
     assert_eq!(metric(&metrics, "roomcast_node_lease_held"), 0.0);
+    let redis_back = Instant::now();
     redis.restart();
     eventually("ready again once Redis is back", ms(30_000), async || {
         nodes[0].get("/ready").await.0 == 200
     })
     .await;
+    eprintln!(
+        "Redis restarted: /ready 200 after {:?}",
+        redis_back.elapsed()
+    );
     eventually("registered again", ms(15_000), async || {
         nodes[0].live().await == ["node-0"]
     })
