@@ -108,6 +108,20 @@ async fn leases_are_registered_renewed_and_dropped() {
     .await;
     assert!(a2.holds_lease());
     assert_eq!(ids(&a2), ["a"]);
+    let renewals = || async {
+        let mut raw = conn.clone();
+        let info: Option<String> = redis::cmd("HGET")
+            .arg(roomcast::cluster::registry::INFO_KEY)
+            .arg("a")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        info.unwrap_or_default()
+    };
+    assert!(
+        renewals().await.starts_with("11 "),
+        "the newer incarnation is registered"
+    );
 
     // Redis gone: the lease runs out. Redis back (empty): registered again.
     redis.kill();
@@ -122,7 +136,17 @@ async fn leases_are_registered_renewed_and_dropped() {
     })
     .await;
     eventually("a registered again", ms(5000), async || ids(&a2) == ["a"]).await;
+
     a2.leave().await;
+    // The superseded process stopped renewing: once the newer one left, the
+    // old incarnation does not come back (it would, renewing every 200 ms).
+    tokio::time::sleep(ms(800)).await;
+    assert_eq!(
+        renewals().await,
+        "",
+        "the superseded incarnation registered again"
+    );
+    assert!(!a.holds_lease());
 }
 
 struct Node {

@@ -158,6 +158,11 @@ impl Registry {
                 return;
             }
             self.apply(last_sent, r);
+            if lock(&self.state).is_superseded() {
+                // Final: a newer process owns this id now. Renewing on would
+                // re-register the old incarnation after a Redis data loss.
+                return;
+            }
         }
     }
 
