@@ -44,6 +44,14 @@ fn boolish<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     parsed.ok_or_else(|| serde::de::Error::custom("expected true/false/1/0/yes/no/on/off"))
 }
 
+fn default_node_lease_ms() -> u64 {
+    10_000
+}
+
+fn default_node_renew_ms() -> u64 {
+    3_000
+}
+
 fn default_system_user() -> String {
     "system".into()
 }
@@ -546,6 +554,26 @@ pub struct Config {
     )]
     pub offline_stream_maxlen: usize,
 
+    /// With Redis: this node's id in the cluster (letters, digits, `-`, `_`,
+    /// `.`; at most 64). Unset: random per process. Give each node a stable
+    /// one (e.g. the pod name) so operators can tell them apart.
+    #[arg(long, env = "ROOMCAST_NODE_ID")]
+    #[serde(default)]
+    pub node_id: Option<String>,
+
+    /// With Redis: a node's registration lease, in ms. A node that stops
+    /// renewing (killed, cut off from Redis) leaves the live set this long
+    /// after its last renewal, and its `/ready` turns false by then too.
+    #[arg(long, env = "ROOMCAST_NODE_LEASE_MS", default_value_t = 10_000)]
+    #[serde(default = "default_node_lease_ms")]
+    pub node_lease_ms: u64,
+
+    /// With Redis: how often a node renews its lease, in ms (at most a third
+    /// of `--node-lease-ms`, so a failed renewal is retried in time).
+    #[arg(long, env = "ROOMCAST_NODE_RENEW_MS", default_value_t = 3_000)]
+    #[serde(default = "default_node_renew_ms")]
+    pub node_renew_ms: u64,
+
     /// TEST ONLY: run `--redis` nodes on node-local embedded stores (live delivery,
     /// presence and limits work across nodes; history and resume do not).
     #[arg(
@@ -766,6 +794,14 @@ impl Config {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
 
+    /// The node lease settings (`--node-lease-ms`, `--node-renew-ms`).
+    pub fn node_settings(&self) -> crate::cluster::NodeSettings {
+        crate::cluster::NodeSettings {
+            lease: Duration::from_millis(self.node_lease_ms),
+            renew: Duration::from_millis(self.node_renew_ms),
+        }
+    }
+
     pub fn shard_count(&self) -> usize {
         if self.shards > 0 {
             self.shards
@@ -871,6 +907,12 @@ impl Config {
             "accounts_hash_concurrency must be positive"
         );
         crate::http::cors::check_origins(&self.cors_origins)?;
+        self.node_settings()
+            .check()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(id) = &self.node_id {
+            crate::cluster::NodeId::new(id).map_err(|e| anyhow::anyhow!("node_id: {e}"))?;
+        }
         crate::ids::UserId::plain(&self.system_user)
             .map_err(|e| anyhow::anyhow!("system_user: {e}"))?;
         if self.tenants {
@@ -916,6 +958,54 @@ mod tests {
         c.accounts = false;
         c.scylla_replication = "three".into();
         assert!(c.check().is_err(), "the ScyllaDB settings are checked");
+    }
+
+    #[test]
+    fn node_settings_come_from_flags_and_toml_and_are_checked() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::CommandFactory;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["roomcast"];
+            all.extend_from_slice(args);
+            Config::resolve(&Wrapper::command().get_matches_from(all)).unwrap()
+        };
+        let c = parse(&[]);
+        assert_eq!(
+            (c.node_id.as_deref(), c.node_lease_ms, c.node_renew_ms),
+            (None, 10_000, 3_000)
+        );
+        c.validate().unwrap();
+        let c = parse(&[
+            "--node-id",
+            "eu-1",
+            "--node-lease-ms",
+            "3000",
+            "--node-renew-ms",
+            "1000",
+        ]);
+        c.validate().unwrap();
+        assert_eq!(c.node_settings().lease, Duration::from_secs(3));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomcast.toml");
+        std::fs::write(&path, "node_id = \"pod-7\"\nnode_lease_ms = 9000\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]);
+        assert_eq!(
+            (c.node_id.as_deref(), c.node_lease_ms, c.node_renew_ms),
+            (Some("pod-7"), 9000, 3000)
+        );
+        c.validate().unwrap();
+        for bad in [
+            &["--node-renew-ms", "4000"][..],
+            &["--node-lease-ms", "200", "--node-renew-ms", "50"],
+            &["--node-renew-ms", "0"],
+            &["--node-id", "a b"],
+        ] {
+            assert!(parse(bad).validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Operations endpoints on the HTTP listener: `GET /metrics` (Prometheus
 //! text format, [`crate::metrics`]) and `GET /ready` (readiness: 200 while
-//! the store and, when configured, Redis answer; 503 once shutdown has
-//! begun). `GET /health` (liveness) lives in [`crate::http`]. The built-in
+//! the store and, when configured, Redis answer and this node holds its
+//! cluster lease; 503 once shutdown has begun). `GET /health` (liveness) lives in [`crate::http`]. The built-in
 //! accounts' routes ([`crate::accounts::http`]) are merged here when enabled.
 
 use crate::server::Core;
@@ -58,10 +58,24 @@ async fn ready(State(core): State<Arc<Core>>) -> (StatusCode, Json<serde_json::V
             })
         }
     };
-    let ok = store == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
+    // A node is a cluster member only while it holds its lease: the other
+    // nodes count it alive exactly then (docs/MULTINODE.md).
+    let lease = core.nodes.as_ref().map(|n| {
+        if n.holds_lease() {
+            "ok".to_string()
+        } else {
+            "lost: not renewed in Redis within --node-lease-ms".to_string()
+        }
+    });
+    let ok = store == "ok"
+        && redis.as_deref().is_none_or(|r| r == "ok")
+        && lease.as_deref().is_none_or(|l| l == "ok");
     let mut checks = json!({ "store": store });
     if let Some(r) = redis {
         checks["redis"] = json!(r);
+    }
+    if let Some(l) = lease {
+        checks["node_lease"] = json!(l);
     }
     let status = if ok {
         StatusCode::OK

@@ -18,6 +18,9 @@
 //! - [`store`]: the `MessageStore` seam and its embedded (fjall) implementation.
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams;
 //!   [`tenant`]: tenants, by scoping ids at the boundary.
+//! - [`cluster`]: multi-node membership (node leases in Redis, the live
+//!   set), rendezvous hashing of rooms to owner nodes, and room ownership
+//!   epochs fenced by the shared store (docs/MULTINODE.md).
 //! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
 //!   [`memory`]: freed heap memory back to the OS after bursts;
 //!   [`webchat`]: the embedded web chat at `/` (`web/chat/`);
@@ -28,6 +31,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod http;

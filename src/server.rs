@@ -44,6 +44,8 @@ pub struct Core {
     pub bus: Option<Arc<RedisBus>>,
     /// Multi-node: a Redis connection for readiness probes (`GET /ready`).
     pub redis: Option<crate::redis::Conn>,
+    /// Multi-node: this node's registration (lease) and the live set.
+    pub nodes: Option<Arc<crate::cluster::Registry>>,
     /// Built-in accounts (`--accounts true`), in the embedded store.
     pub accounts: Option<Arc<crate::accounts::Accounts>>,
     pub connections: AtomicUsize,
@@ -210,9 +212,10 @@ impl Server {
         };
         let background = CancellationToken::new();
         let limits = Limits::from_config(&config);
-        let (presence, mut limiter, bus, inbound, presence_changes, redis): (
+        let (presence, mut limiter, bus, inbound, presence_changes, redis, nodes): (
             Arc<dyn Presence>,
             Arc<dyn RateLimiter>,
+            _,
             _,
             _,
             _,
@@ -221,6 +224,7 @@ impl Server {
             None => (
                 Arc::new(MemoryPresence::new()),
                 Arc::new(MemoryRateLimiter::new(limits)),
+                None,
                 None,
                 None,
                 None,
@@ -262,6 +266,7 @@ impl Server {
                     limits,
                     config.redis_failure,
                 ));
+                let nodes = join_cluster(&config, node, conn.clone(), &tcp, &http, &quic).await?;
                 (
                     presence,
                     limiter,
@@ -269,6 +274,7 @@ impl Server {
                     Some(in_rx),
                     Some(changes_rx),
                     Some(conn),
+                    Some(nodes),
                 )
             }
         };
@@ -290,6 +296,7 @@ impl Server {
             limiter,
             bus,
             redis,
+            nodes,
             accounts,
             presence,
             connections: AtomicUsize::new(0),
@@ -470,6 +477,11 @@ impl Server {
         if let Err(e) = core.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        // Served to the end: now the other nodes may see this one leave at
+        // once (not after its lease runs out).
+        if let Some(nodes) = &core.nodes {
+            nodes.leave().await;
+        }
         http_stop.cancel();
         let _ = http_task.await;
         if let Some(t) = https_task {
@@ -479,6 +491,41 @@ impl Server {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Registers this node in Redis with a lease (`--node-id`, `--node-lease-ms`,
+/// `--node-renew-ms`) and starts renewing it. Without `--node-id`, the id is
+/// the bus's random node number in hex, so logs of both agree.
+async fn join_cluster(
+    config: &Config,
+    bus_node: u64,
+    conn: crate::redis::Conn,
+    tcp: &TcpListener,
+    http: &TcpListener,
+    quic: &quinn::Endpoint,
+) -> anyhow::Result<Arc<crate::cluster::Registry>> {
+    use crate::cluster::{NodeId, NodeInfo, Registry};
+    let id = match &config.node_id {
+        Some(id) => NodeId::new(id).map_err(|e| anyhow::anyhow!("node_id: {e}"))?,
+        None => NodeId::new(&format!("{bus_node:016x}")).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let addr = |a: std::io::Result<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let me = NodeInfo {
+        id,
+        incarnation,
+        tcp: addr(tcp.local_addr()),
+        http: addr(http.local_addr()),
+        quic: addr(quic.local_addr()),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let reg = Registry::join(conn, me, config.node_settings()).await?;
+    let me = reg.me();
+    tracing::info!(node = %me.id, incarnation = me.incarnation,
+        live = reg.live().nodes.len(), "registered in the cluster");
+    Ok(reg)
 }
 
 /// Traffic from other nodes: room events to the owning shard, presence changes

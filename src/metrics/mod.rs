@@ -131,6 +131,13 @@ pub struct Metrics {
     pub bus_published_bytes: AtomicU64,
     pub bus_received: AtomicU64,
     pub bus_received_bytes: AtomicU64,
+    /// Multi-node: node lease renewals that succeeded / failed (src/cluster/registry.rs).
+    pub node_lease_renewals: AtomicU64,
+    pub node_lease_failures: AtomicU64,
+    /// Multi-node: 1 while this node holds its lease, as of its last renewal attempt.
+    pub node_lease_held: AtomicI64,
+    /// Multi-node: nodes in the live set, as of the last renewal attempt.
+    pub cluster_live_nodes: AtomicI64,
     /// Built-in accounts: outcomes by kind ([`AccountEvent`]).
     pub accounts: [AtomicU64; AccountEvent::ALL.len()],
     pub password_hashing: Histogram<8>,
@@ -198,12 +205,16 @@ pub static METRICS: Metrics = Metrics {
     bus_published_bytes: AtomicU64::new(0),
     bus_received: AtomicU64::new(0),
     bus_received_bytes: AtomicU64::new(0),
+    node_lease_renewals: AtomicU64::new(0),
+    node_lease_failures: AtomicU64::new(0),
+    node_lease_held: AtomicI64::new(0),
+    cluster_live_nodes: AtomicI64::new(0),
     accounts: [const { AtomicU64::new(0) }; AccountEvent::ALL.len()],
     password_hashing: Histogram::new(HASH_NS, 1e9),
 };
 
 #[inline]
-fn inc(a: &AtomicU64) {
+pub(crate) fn inc(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -623,6 +634,27 @@ impl Collector for Scrape {
                 ([("direction", "out")], load(&m.bus_published_bytes)),
                 ([("direction", "in")], load(&m.bus_received_bytes)),
             ],
+        )?;
+        counters(
+            &mut e,
+            "roomcast_node_lease_renewals",
+            "Multi-node: node lease renewals in Redis, by outcome",
+            [
+                ([("outcome", "ok")], load(&m.node_lease_renewals)),
+                ([("outcome", "failed")], load(&m.node_lease_failures)),
+            ],
+        )?;
+        gauge(
+            &mut e,
+            "roomcast_node_lease_held",
+            "Multi-node: 1 while this node holds its lease in Redis (as of its last renewal attempt)",
+            m.node_lease_held.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut e,
+            "roomcast_cluster_live_nodes",
+            "Multi-node: nodes in the live set, this one included while it holds its lease",
+            m.cluster_live_nodes.load(Ordering::Relaxed),
         )?;
         counters(
             &mut e,

@@ -360,9 +360,32 @@ pub struct NodeInfo {
     pub shutting_down: bool,
     /// Whether this node shares presence and fan-out through Redis.
     pub multi_node: bool,
+    /// Multi-node: this node's id in the cluster (`--node-id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Multi-node: whether this node holds its lease in Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_lease_held: Option<bool>,
+    /// Multi-node: the live nodes (this one included while it holds its
+    /// lease), sorted by id; empty on a single node.
+    pub live_nodes: Vec<LiveNode>,
 }
 
-/// This node: version, connections, shards.
+/// A node in the cluster's live set.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LiveNode {
+    pub id: String,
+    /// Its start time (ms since the Unix epoch): tells restarts apart.
+    pub incarnation: u64,
+    /// Its listener addresses, as it bound them.
+    pub tcp: String,
+    pub http: String,
+    pub quic: String,
+    pub version: String,
+}
+
+/// This node: version, connections, shards; with `--redis`, its cluster id,
+/// lease and the live nodes.
 #[utoipa::path(get, path = "/api/info", tag = Tags::SERVER,
     responses((status = 200, body = NodeInfo), (status = "4XX", body = ErrorBody)),
     security(("api_key" = [])))]
@@ -373,6 +396,23 @@ async fn info(State(core): State<Arc<Core>>, _: Backend) -> ApiResult {
         shards: core.router.shard_count() as u64,
         shutting_down: core.shutting_down.load(Ordering::Relaxed),
         multi_node: core.bus.is_some(),
+        node_id: core.nodes.as_ref().map(|n| n.me().id.to_string()),
+        node_lease_held: core.nodes.as_ref().map(|n| n.holds_lease()),
+        live_nodes: core
+            .nodes
+            .as_ref()
+            .map(|n| n.live().nodes)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| LiveNode {
+                id: n.id.to_string(),
+                incarnation: n.incarnation,
+                tcp: n.tcp,
+                http: n.http,
+                quic: n.quic,
+                version: n.version,
+            })
+            .collect(),
     };
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }

@@ -8,7 +8,11 @@ use crate::store::{StoreError, StoreResult};
 use scylla::client::session::Session;
 
 /// The schema files this binary knows, version 1 first.
-const VERSIONS: &[&str] = &[include_str!("schema/v1.cql"), include_str!("schema/v2.cql")];
+const VERSIONS: &[&str] = &[
+    include_str!("schema/v1.cql"),
+    include_str!("schema/v2.cql"),
+    include_str!("schema/v3.cql"),
+];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i64 = VERSIONS.len() as i64;
@@ -222,6 +226,9 @@ mod tests {
         assert!(s
             .iter()
             .all(|x| x.starts_with("CREATE TABLE IF NOT EXISTS ks.")));
+        let v3 = statements(VERSIONS[2], "ks");
+        assert_eq!(v3.len(), 1, "{v3:?}");
+        assert!(v3[0].starts_with("CREATE TABLE IF NOT EXISTS ks.room_owner"));
     }
 
     #[test]
