@@ -365,3 +365,107 @@ async fn rooms_memberships_favorites_and_invites_have_quotas() {
         .await;
     assert!(matches!(reply(&mut a).await, Some(ServerFrame::Invite(_))));
 }
+
+#[tokio::test]
+async fn a_client_pipelining_sends_past_its_in_flight_bound_is_held_back_and_loses_nothing() {
+    // proto-spec/README.md, "Resource limits and flow control": at most
+    // `--max-in-flight` requests awaiting replies per connection; past it the
+    // connection is not read (no error, no disconnect).
+    const MAX_IN_FLIGHT: usize = 4;
+    let server = TestServer::start_with(|c| {
+        c.no_rate_limits = true;
+        c.max_in_flight = MAX_IN_FLIGHT;
+        c.outbox_bytes = 256 * 1024;
+    })
+    .await;
+    let mut alice = client(server.tcp, "alice").await;
+    let room = alice.create_room("pipeline", false).await.unwrap();
+    alice.join(&room).await.unwrap();
+
+    // The publisher's receive side holds little (4 KiB socket buffer): once it
+    // stops reading, its acks and its own pushes back up and the server must
+    // stop reading its requests.
+    let mut publisher = Raw::connect_small_window(&server, Transport::Tcp).await;
+    publisher.hello("bob").await;
+    publisher
+        .send_map(json!({"t": "join", "id": 1, "room": room.as_str()}))
+        .await;
+    assert!(matches!(
+        publisher.next().await,
+        Some(ServerFrame::Joined(_))
+    ));
+
+    // Every send carries a local_id: a held-back send is read later, never
+    // refused, so each gets exactly one `sent` and one seq. 10,000 sends of
+    // 1 KB answered with ~11 MB of acks and pushes: more than the server's
+    // socket send buffer (it grows to 4 MiB on loopback) and its queue hold.
+    const N: u64 = 10_000;
+    let mut requests = Vec::new();
+    for id in 1..=N {
+        let payload = rmp_serde::to_vec_named(&json!({
+            "t": "send", "id": 100 + id, "room": room.as_str(),
+            "body": format!("m{id:05} {}", "x".repeat(1000)), "local_id": format!("l{id}"),
+        }))
+        .unwrap();
+        requests.extend((payload.len() as u32).to_be_bytes());
+        requests.extend(payload);
+    }
+    let Raw { rx, mut tx, .. } = publisher;
+    let writer = tokio::spawn(async move {
+        tx.write_all(&requests).await.expect("write");
+        tx
+    });
+
+    // While the publisher reads nothing, the room sees only what the server
+    // read before its bounds filled: far fewer than N.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut seen = Vec::new();
+    while let Ok(m) = tokio::time::timeout(Duration::from_millis(300), next_msg(&mut alice)).await {
+        seen.push(m);
+    }
+    assert!(
+        (seen.len() as u64) < N / 2,
+        "the server stopped reading the publisher: {} of {N} sends went through while it read nothing",
+        seen.len()
+    );
+
+    // The publisher reads again: every send is acknowledged once, in order,
+    // with consecutive seqs, and the connection stays open.
+    let mut rx = rx;
+    let (mut next_ack, mut own_pushes) = (1u64, 0u64);
+    let mut seqs = Vec::with_capacity(N as usize);
+    while next_ack <= N {
+        let frame = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut rx))
+            .await
+            .expect("a frame within WAIT")
+            .expect("not closed: held back, not disconnected")
+            .expect("a frame");
+        match ServerFrame::decode(&frame).expect("decodable") {
+            ServerFrame::Sent(s) => {
+                assert_eq!(s.id, 100 + next_ack, "acks in request order");
+                assert_eq!(s.local_id.as_deref(), Some(format!("l{next_ack}").as_str()));
+                seqs.push(s.seq);
+                next_ack += 1;
+            }
+            ServerFrame::Msg(_) => own_pushes += 1,
+            ServerFrame::Error(e) => panic!("no send is refused: {e:?}"),
+            // Read pointers (read on send) and presence are pushed too.
+            _ => {}
+        }
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "one seq per send, none skipped or repeated"
+    );
+    // The other member gets every message exactly once, in seq order.
+    while (seen.len() as u64) < N {
+        seen.push(next_msg(&mut alice).await);
+    }
+    let got: Vec<u64> = seen.iter().map(|m| m.seq).collect();
+    assert_eq!(got, seqs, "every acked message delivered once, in order");
+    for (i, m) in seen.iter().enumerate() {
+        assert!(m.body.starts_with(&format!("m{:05} ", i + 1)), "{}", m.body);
+    }
+    assert!(own_pushes <= N);
+    let _tx = writer.await.expect("writer");
+}

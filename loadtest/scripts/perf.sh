@@ -12,9 +12,11 @@
 # over each of tcp, tls, quic and ws.
 #
 #   cargo build --release -p roomcast -p roomcast-load --example relay
-#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|reconnect|relay|capacity|wsdeflate|idle100k|transports|smoke|summary]
+#   loadtest/scripts/perf.sh [all|fanout|bigroom|latency|idle|storm|reconnect|smallrooms|direct|overload|relay|relay-small|capacity|wsdeflate|idle100k|transports|smoke|summary]
 set -euo pipefail
 BIN=${BIN:-./target/release}
+# The server binary (A/B of two builds in one sitting: SERVER_BIN=/tmp/roomcast-before).
+SERVER_BIN=${SERVER_BIN:-$BIN/roomcast}
 OUT=${OUT:-/tmp/rc-perf-results}
 RUNS=${RUNS:-3}
 DATA=${DATA:-/tmp/rc-perf}
@@ -52,7 +54,7 @@ wait_pin() {
 start_server() { # NAME: starts roomcast pinned to core 0; sets $pid and $pin
   rm -rf "$DATA"
   # shellcheck disable=SC2086 # SERVER_ARGS: extra flags, word-split on purpose
-  taskset -c 0 "$BIN/roomcast" serve --no-rate-limits --data-dir "$DATA" \
+  taskset -c 0 "$SERVER_BIN" serve --no-rate-limits --data-dir "$DATA" \
     --tcp 127.0.0.1:7400 --quic 127.0.0.1:7401 --tls-tcp 127.0.0.1:7403 --http 127.0.0.1:7480 \
     ${SERVER_ARGS:-} >"$OUT/$1.server.out" 2>"$OUT/$1.server.log" &
   pid=$!
@@ -136,8 +138,8 @@ M = lambda v: f"{v/1e6:.2f} M"
 K = lambda v: f"{v/1e3:.1f} k"
 MS = lambda v: f"{v:.2f}"
 P = lambda v: f"{v:.0f}%"
-base = ["fanout", "bigroom", "latency", "idle", "storm", "reconnect"]
-names = ["relay-fanout", "relay-bigroom"] + base + [f"{b}-{t}" for t in ["tls", "quic", "ws"] for b in base]
+base = ["fanout", "bigroom", "latency", "idle", "storm", "reconnect", "smallrooms", "direct", "overload"]
+names = ["relay-fanout", "relay-bigroom", "relay-smallrooms", "relay-direct", "relay-overload"] + base + [f"{b}-{t}" for t in ["tls", "quic", "ws"] for b in base]
 for name in names:
     rs = load(name)
     if not rs: continue
@@ -149,7 +151,9 @@ for name in names:
     print(f"errors         {[r['errors'] for r in rs]}")
     for q in ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"]:
         print(f"delivery {q:<7} {cell([lat(r, q) for r in rs], MS)}")
-    print(f"ack p99 ms     {cell([r['latency'].get('ack', {}).get('p99_ms') for r in rs], MS)}")
+    for q in ["p50_ms", "p99_ms", "max_ms"]:
+        print(f"ack {q:<10} {cell([r['latency'].get('ack', {}).get(q) for r in rs], MS)}")
+    print(f"rss peak MiB   {cell([(r.get('server') or {}).get('rss_peak_kib') for r in rs], lambda v: f'{v/1024:.0f}')}")
     print(f"tool cpu       {cell([r.get('tool_cpu_percent') for r in rs], P)}")
     print(f"server cpu     {cell([(r.get('server') or {}).get('cpu_percent') for r in rs], P)}")
     print(f"rss/conn KiB   {cell([(r.get('server') or {}).get('rss_per_connection_kib') for r in rs], lambda v: f'{v:.2f}')}")
@@ -183,6 +187,12 @@ case "${1:-all}" in
     for t in tcp tls quic ws; do
       TRANSPORT=$t flock "$LOCK" "$0" one "smoke-$t" roomcast fanout --rooms 10 --members 100 --duration 2s
     done ;;
+  smallrooms) series "smallrooms$(sfx)" roomcast smallrooms --inflight 64 --duration 5s ;;
+  direct) series "direct$(sfx)" roomcast direct --inflight 64 --duration 5s ;;
+  overload) series "overload$(sfx)" roomcast overload --duration 20s --drain 30s ;;
+  relay-small) # the bare relay under the small-rooms loads
+    series relay-smallrooms relay smallrooms --inflight 64 --duration 5s
+    series relay-direct relay direct --inflight 64 --duration 5s ;;
   relay)
     series relay-fanout relay fanout --rooms 10 --members 100 --publishers 1 --inflight 64 --duration 5s
     series relay-bigroom relay bigroom --rooms 1 --members 2000 --publishers 1 --inflight 64 --duration 5s ;;

@@ -49,6 +49,28 @@ enum Scenario {
         mut_arg("read_buffer", |a| a.default_value("1024"))
     )]
     Idle(RoomsArgs),
+    /// Small rooms: `fanout` with defaults 1,000 rooms x 4 members, 1 publisher each.
+    #[command(
+        mut_arg("rooms", |a| a.default_value("1000")),
+        mut_arg("members", |a| a.default_value("4"))
+    )]
+    Smallrooms(RoomsArgs),
+    /// Direct messages: `fanout` with defaults 10,000 rooms x 2 members, 1 publisher each.
+    #[command(
+        mut_arg("rooms", |a| a.default_value("10000")),
+        mut_arg("members", |a| a.default_value("2"))
+    )]
+    Direct(RoomsArgs),
+    /// More than the server sustains: 1,000 rooms x 4, every member publishing with 64 in
+    /// flight; server RSS over time (--server-pid) and the ack latency distribution.
+    #[command(
+        mut_arg("rooms", |a| a.default_value("1000")),
+        mut_arg("members", |a| a.default_value("4")),
+        mut_arg("publishers", |a| a.default_value("4")),
+        mut_arg("duration", |a| a.default_value("30s")),
+        mut_arg("drain", |a| a.default_value("30s"))
+    )]
+    Overload(RoomsArgs),
     /// Handshakes per second (connect + hello + welcome).
     ConnectStorm(StormArgs),
     /// N clients connected; the server restarts (--restart-cmd or the operator); how fast all are back.
@@ -108,6 +130,9 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Scenario::Bigroom(a) => scenario::rooms::run("bigroom", c, a).await,
         Scenario::Latency(a) => scenario::rooms::run("latency", c, a).await,
         Scenario::Idle(a) => scenario::rooms::run("idle", c, a).await,
+        Scenario::Smallrooms(a) => scenario::rooms::run("smallrooms", c, a).await,
+        Scenario::Direct(a) => scenario::rooms::run("direct", c, a).await,
+        Scenario::Overload(a) => scenario::rooms::run("overload", c, a).await,
         Scenario::ConnectStorm(a) => scenario::storm::run(c, a).await,
         Scenario::ReconnectStorm(a) => scenario::reconnect::run(c, a).await,
         Scenario::Mixed(a) => scenario::mixed::run(c, a).await,

@@ -61,6 +61,11 @@ pub struct Common {
     /// Exit with status 2 unless the run is clean (no loss, duplicate, reorder, failure).
     #[arg(long)]
     pub strict: bool,
+    /// Room scenarios: a command run with `sh -c` (and waited for) after the setup,
+    /// right before publishing starts, e.g. `callgrind_control -z PID` to profile the
+    /// publishing phase only (loadtest/scripts/profile.sh).
+    #[arg(long)]
+    pub on_run: Option<String>,
 }
 
 impl Common {
@@ -139,6 +144,11 @@ pub struct RoomsArgs {
     /// Initial read buffer per connection, bytes (grows only for a larger frame).
     #[arg(long, default_value_t = 32 * 1024)]
     pub read_buffer: usize,
+    /// With `--server-pid`: sample the server's RSS this often while publishing
+    /// (the report keeps every sample and the peak).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub rss_every: Duration,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

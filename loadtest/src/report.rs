@@ -76,6 +76,17 @@ pub struct ServerUsage {
     pub rss_after_kib: Option<u64>,
     /// (after - before) / connections, for `idle`.
     pub rss_per_connection_kib: Option<f64>,
+    /// RSS sampled every `--rss-every` while publishing (seconds since the start
+    /// of publishing, KiB).
+    pub rss_samples: Vec<RssSample>,
+    /// The largest sample (before, after and every sample in between).
+    pub rss_peak_kib: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RssSample {
+    pub t_s: f64,
+    pub kib: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -242,7 +253,21 @@ impl Report {
             if let Some(per) = sv.rss_per_connection_kib {
                 let _ = write!(s, "  = {per:.2} KiB per connection");
             }
+            if let Some(peak) = sv.rss_peak_kib {
+                let _ = write!(s, "  peak {peak} KiB");
+            }
             let _ = writeln!(s);
+            if !sv.rss_samples.is_empty() {
+                // At most 12 samples on the line, evenly spread; the JSON has all.
+                let step = sv.rss_samples.len().div_ceil(12);
+                let shown: Vec<String> = sv
+                    .rss_samples
+                    .iter()
+                    .step_by(step)
+                    .map(|r| format!("{:.0}s {}M", r.t_s, r.kib / 1024))
+                    .collect();
+                let _ = writeln!(s, "server rss    {}", shown.join("  "));
+            }
         }
         s
     }

@@ -16,7 +16,7 @@ use crate::conn::{Conn, ConnError};
 use crate::opts::{Common, RoomsArgs};
 use crate::procfs::{self, CpuMeter};
 use crate::progress::Progress;
-use crate::report::{Report, ServerUsage};
+use crate::report::{Report, RssSample, ServerUsage};
 use crate::stats::{Local, Receiver, Shared};
 use crate::tokens::Tokens;
 use crate::transport::Target;
@@ -28,6 +28,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 /// Publisher request ids start here, far above the few setup/ping ids.
 const PUBLISH_ID_BASE: u64 = 1 << 32;
+/// Rooms created per admin user (the server's default quota is 500 owned rooms).
+const ROOMS_PER_ADMIN: usize = 400;
 /// A publisher stops filling its write buffer past this many bytes per wake-up.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -74,18 +76,30 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
     let rss_before = server_pid.as_deref().and_then(procfs::rss_kib);
     let tool_rss_before = procfs::rss_kib("self");
 
-    // Rooms, created by one admin connection.
+    // Rooms, created by admin connections: one admin per ROOMS_PER_ADMIN rooms,
+    // under the server's default per-user quotas (500 rooms owned, 2,000
+    // memberships), so small-room runs of 10,000 rooms need no server flags.
     let run = run_id();
-    let mut admin = Conn::open(&target, 0, 4096).await?;
-    admin
-        .hello(&tokens.get(&user_id(common, "admin")).await?)
-        .await?;
     let mut rooms = Vec::with_capacity(args.rooms);
-    for k in 0..args.rooms {
-        rooms.push(admin.create_room(&room_name(scenario, &run, k)).await?);
+    for (a, chunk) in (0..args.rooms)
+        .collect::<Vec<_>>()
+        .chunks(ROOMS_PER_ADMIN)
+        .enumerate()
+    {
+        let name = if a == 0 {
+            "admin".to_string()
+        } else {
+            format!("admin{a}")
+        };
+        let mut admin = Conn::open(&target, 0, 4096).await?;
+        admin
+            .hello(&tokens.get(&user_id(common, &name)).await?)
+            .await?;
+        for &k in chunk {
+            rooms.push(admin.create_room(&room_name(scenario, &run, k)).await?);
+        }
+        admin.shutdown().await;
     }
-    admin.shutdown().await;
-    drop(admin);
 
     let ctx = Arc::new(Ctx {
         target,
@@ -137,12 +151,25 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
         }
     }
 
+    if let Some(cmd) = &common.on_run {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "--on-run {cmd:?} failed: {status}");
+    }
+
     // Run.
     let t0 = Instant::now();
     let t0_ns = ns_of(t0);
     let tool_cpu = CpuMeter::start("self");
     let server_cpu = server_pid.as_deref().map(CpuMeter::start);
     let _ = phase_tx.send(Phase::Run);
+    let sampler = server_pid
+        .clone()
+        .filter(|_| ctx.publishers > 0)
+        .map(|pid| tokio::spawn(sample_rss(pid, args.rss_every, t0, phase_tx.subscribe())));
     let mut expected = 0u64;
     if ctx.publishers > 0 {
         let guard = args.duration + common.setup_timeout * 2;
@@ -174,6 +201,10 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
     let server_cpu = server_cpu.and_then(|m| m.percent());
     let rss_after = server_pid.as_deref().and_then(procfs::rss_kib);
     let _ = phase_tx.send(Phase::Stop);
+    let rss_samples = match sampler {
+        Some(s) => s.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
@@ -216,6 +247,13 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
                 }
                 _ => None,
             },
+            rss_peak_kib: rss_samples
+                .iter()
+                .map(|r| r.kib)
+                .chain(rss_before)
+                .chain(after)
+                .max(),
+            rss_samples,
         });
         if let (Some(a), true) = (rss_after, ctx.publishers == 0) {
             report
@@ -226,12 +264,42 @@ pub async fn run(scenario: &str, common: &Common, args: &RoomsArgs) -> anyhow::R
     Ok(report)
 }
 
+/// The server's RSS every `every` until the run stops (overload: memory over time).
+async fn sample_rss(
+    pid: String,
+    every: Duration,
+    t0: Instant,
+    mut phase: watch::Receiver<Phase>,
+) -> Vec<RssSample> {
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(kib) = procfs::rss_kib(&pid) {
+                    out.push(RssSample { t_s: t0.elapsed().as_secs_f64(), kib });
+                }
+            }
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() == Phase::Stop {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 fn static_name(s: &str) -> &'static str {
     match s {
         "fanout" => "fanout",
         "bigroom" => "bigroom",
         "latency" => "latency",
         "idle" => "idle",
+        "smallrooms" => "smallrooms",
+        "direct" => "direct",
+        "overload" => "overload",
         _ => "rooms",
     }
 }
