@@ -13,8 +13,8 @@
 //! `--store-timeout-ms` times out like a slow database would.
 
 use super::{
-    LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta, RoomOverview,
-    StoreResult,
+    HistoryRange, LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta,
+    RoomOverview, StoreResult,
 };
 use crate::ids::{RoomId, UserId};
 use async_trait::async_trait;
@@ -71,11 +71,11 @@ impl MessageStore for Delayed {
     async fn history(
         &self,
         room: &RoomId,
-        before: Option<u64>,
+        range: HistoryRange,
         limit: usize,
     ) -> StoreResult<(Vec<MessageState>, bool)> {
         self.read_delay().await;
-        self.inner.history(room, before, limit).await
+        self.inner.history(room, range, limit).await
     }
     async fn events(
         &self,
@@ -93,8 +93,13 @@ impl MessageStore for Delayed {
     async fn member_rooms(&self, user: &UserId, page: PageReq) -> StoreResult<Page<RoomId>> {
         self.inner.member_rooms(user, page).await
     }
-    async fn public_rooms(&self, prefix: &str, page: PageReq) -> StoreResult<Page<RoomMeta>> {
-        self.inner.public_rooms(prefix, page).await
+    async fn public_rooms(
+        &self,
+        tenant: Option<&str>,
+        prefix: &str,
+        page: PageReq,
+    ) -> StoreResult<Page<RoomMeta>> {
+        self.inner.public_rooms(tenant, prefix, page).await
     }
     async fn favorites(&self, user: &UserId) -> StoreResult<(Vec<RoomId>, Vec<UserId>)> {
         self.inner.favorites(user).await
