@@ -531,3 +531,82 @@ async fn the_server_api_disconnects_a_user_on_every_node() {
         .await;
     assert!(matches!(dave_b.next().await, Some(ServerFrame::Pong(_))));
 }
+
+/// A room publication made while a node's pub/sub connection is down (here:
+/// killed, and the publication made before the node can reconnect) is not
+/// lost for it: the node replays the room's log once it has subscribed again.
+#[tokio::test]
+async fn a_publication_missed_while_reconnecting_is_replayed() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let node = Node::spawn(&redis.url());
+    let room = RoomId::new("replayed").unwrap();
+    let mut alice = client(node.tcp, "alice").await;
+    alice
+        .call(|id| {
+            ClientFrame::CreateRoom(c::CreateRoom {
+                id,
+                name: "Replayed".into(),
+                private: false,
+                description: None,
+                room: Some(room.clone()),
+            })
+        })
+        .await
+        .unwrap();
+    alice.join(&room).await.unwrap();
+    let first = send_acked(&alice, &room, "before").await;
+    assert_eq!(receive(&mut alice, 1).await, vec![(first, "before".into())]);
+
+    // "Another node" committed the next seq: one events publication,
+    // `[node][kind 0]` then `[seq][framed msg]`, as the bus writes it.
+    let msg = serde_json::json!({
+        "t": "msg", "room": "replayed", "seq": first + 1, "from": "bob",
+        "body": "missed", "ts": 1_765_000_000_000u64,
+    });
+    let map = rmp_serde::to_vec_named(&msg).unwrap();
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&0xfeed_u64.to_be_bytes());
+    payload.push(0);
+    payload.extend_from_slice(&(first + 1).to_be_bytes());
+    payload.extend_from_slice(&(map.len() as u32).to_be_bytes());
+    payload.extend_from_slice(&map);
+
+    // One pipeline, run by Redis back to back: the node's pub/sub connection
+    // is killed, then the publication is logged and published before the node
+    // can possibly have reconnected, so pub/sub never delivers it there.
+    let mut conn = roomcast::redis::connect(&redis.target(), None)
+        .await
+        .unwrap();
+    let killed: Vec<::redis::Value> = ::redis::pipe()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .cmd("XADD")
+        .arg("rc:log:{replayed}")
+        .arg("*")
+        .arg("e")
+        .arg(&payload)
+        .cmd("PUBLISH")
+        .arg("rc:room:replayed")
+        .arg(&payload)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        killed.last(),
+        Some(&::redis::Value::Int(0)),
+        "nobody was subscribed when it was published: {killed:?}"
+    );
+    assert_eq!(
+        receive(&mut alice, 1).await,
+        vec![(first + 1, "missed".into())],
+        "replayed from the room's log after the reconnect"
+    );
+    // And live delivery works again after it.
+    let next = send_acked(&alice, &room, "after").await;
+    assert_eq!(next, first + 2);
+    assert_eq!(receive(&mut alice, 1).await, vec![(next, "after".into())]);
+}
