@@ -165,7 +165,7 @@ async fn nothing_commits_under_the_old_epoch_after_a_takeover() {
 /// Measures (never asserts) the commit point's cost: an LWT per commit batch
 /// against a plain write of the same row, sequentially, on the CQL node.
 #[tokio::test]
-#[ignore]
+#[ignore = "a measurement for docs/MULTINODE.md, not a check: run it with --ignored --nocapture"]
 async fn lwt_cost() {
     let Some(nodes) = common::cql::require() else {
         return;

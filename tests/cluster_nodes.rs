@@ -9,13 +9,11 @@
 
 mod common;
 
+use common::process::ServerProcess;
 use common::redis::RedisServer;
-use common::SECRET;
 use roomcast::cluster::registry::{RegistryError, LIVE_KEY};
 use roomcast::cluster::{NodeId, NodeInfo, NodeSettings, Registry};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const API_KEY: &str = "cluster-test-api-key-0123456789";
@@ -149,8 +147,9 @@ async fn leases_are_registered_renewed_and_dropped() {
     assert!(!a.holds_lease());
 }
 
+/// A node: the server process and its data directory (node-local store).
 struct Node {
-    child: Child,
+    process: ServerProcess,
     http: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -158,64 +157,38 @@ struct Node {
 impl Node {
     fn spawn(redis: &str, id: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(["--quic", "127.0.0.1:0", "--fsync", "never"])
-            .args(["--redis", redis, "--unsafe-node-local-store"])
-            .args([
+        let process = ServerProcess::spawn(
+            &[
+                "--fsync",
+                "never",
+                "--redis",
+                redis,
+                "--unsafe-node-local-store",
                 "--node-id",
                 id,
                 "--node-lease-ms",
                 "1500",
                 "--node-renew-ms",
                 "300",
-            ])
-            .args(["--api-keys", API_KEY])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("ROOMCAST_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn roomcast");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let http = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .unwrap_or_else(|| panic!("no http= in {line:?}"))
-            .parse()
-            .unwrap();
+                "--api-keys",
+                API_KEY,
+            ],
+            dir.path(),
+        );
         Node {
-            child,
-            http,
+            http: process.http,
+            process,
             _dir: dir,
         }
     }
 
     fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     /// SIGTERM, then waits for the process to exit.
     fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let until = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < until,
-                "the node did not exit after SIGTERM"
-            );
-            std::thread::sleep(ms(50));
-        }
+        self.process.terminate();
     }
 
     async fn get(&self, path: &str) -> (u16, serde_json::Value, String) {
@@ -244,12 +217,6 @@ impl Node {
             .iter()
             .map(|n| n["id"].as_str().unwrap().to_string())
             .collect()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

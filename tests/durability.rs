@@ -3,26 +3,18 @@
 
 mod common;
 
+use common::process::ServerProcess;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct ChildServer {
-    child: Child,
-    tcp: SocketAddr,
-}
 
 /// The store a child server uses: the embedded one, or ScyllaDB at (nodes, keyspace).
 type Scylla<'a> = Option<(&'a str, &'a str)>;
 
-fn spawn(data_dir: &Path, fsync: &str, scylla: Scylla) -> ChildServer {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
-    cmd.arg("serve");
+fn spawn(data_dir: &Path, fsync: &str, scylla: Scylla) -> ServerProcess {
+    let mut args = vec!["--fsync", fsync, "--no-rate-limits"];
     if let Some((nodes, keyspace)) = scylla {
-        cmd.args([
+        args.extend([
             "--store",
             "scylla",
             "--scylla-nodes",
@@ -31,44 +23,11 @@ fn spawn(data_dir: &Path, fsync: &str, scylla: Scylla) -> ChildServer {
             keyspace,
         ]);
     }
-    let mut child = cmd
-        .args([
-            "--tcp",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--quic",
-            "127.0.0.1:0",
-            "--fsync",
-            fsync,
-            "--no-rate-limits",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("ROOMCAST_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn roomcast");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let tcp = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tcp="))
-        .unwrap_or_else(|| panic!("no tcp= in {line:?}"))
-        .parse()
-        .expect("tcp addr");
-    ChildServer { child, tcp }
+    ServerProcess::spawn(&args, data_dir)
 }
 
-fn kill9(mut s: ChildServer) {
-    // SIGKILL: no shutdown path runs.
-    s.child.kill().expect("kill");
-    s.child.wait().expect("wait");
+fn kill9(mut s: ServerProcess) {
+    s.kill9();
 }
 
 async fn crash_keeps_acknowledged_messages(fsync: &str, scylla: Scylla<'_>) {

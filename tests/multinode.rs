@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::process::ServerProcess;
 use common::redis::{RedisCluster, RedisServer};
 use common::*;
 use roomcast::ids::{RoomId, UserId};
@@ -14,14 +15,14 @@ use roomcast::proto::client::{self as c, ClientFrame};
 use roomcast::proto::types::Status;
 use roomcast::proto::{ErrorCode, ServerFrame};
 use roomcast_client::{ConnError, Connection};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A node: the server process and its data directory (node-local store).
 struct Node {
-    child: Child,
+    process: ServerProcess,
     tcp: SocketAddr,
     http: SocketAddr,
     _dir: tempfile::TempDir,
@@ -34,75 +35,33 @@ impl Node {
 
     fn spawn_with(redis: &str, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args([
-                "serve",
-                "--tcp",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--quic",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--redis",
-                redis,
-                "--unsafe-node-local-store",
-                "--presence-ttl-ms",
-                "1500",
-                "--gap-timeout-ms",
-                "1000",
-            ])
-            .args([
-                "--limit-send",
-                "1000:1000",
-                "--limit-history",
-                "1:3",
-                "--fsync",
-                "never",
-            ])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("ROOMCAST_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn roomcast");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let tcp = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("tcp="))
-            .unwrap_or_else(|| panic!("no tcp= in {line:?}"))
-            .parse()
-            .unwrap();
-        let http = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .unwrap_or_else(|| panic!("no http= in {line:?}"))
-            .parse()
-            .unwrap();
+        let mut args = vec![
+            "--redis",
+            redis,
+            "--unsafe-node-local-store",
+            "--presence-ttl-ms",
+            "1500",
+            "--gap-timeout-ms",
+            "1000",
+            "--limit-send",
+            "1000:1000",
+            "--limit-history",
+            "1:3",
+            "--fsync",
+            "never",
+        ];
+        args.extend_from_slice(extra);
+        let process = ServerProcess::spawn(&args, dir.path());
         Node {
-            child,
-            tcp,
-            http,
+            tcp: process.tcp,
+            http: process.http,
+            process,
             _dir: dir,
         }
     }
 
     fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
+        self.process.kill9();
     }
 }
 

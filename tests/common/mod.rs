@@ -5,6 +5,7 @@
 
 pub mod cql;
 pub mod http;
+pub mod process;
 pub mod redis;
 
 use bytes::Bytes;
