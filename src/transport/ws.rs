@@ -456,7 +456,9 @@ async fn write_loop(
     shutdown: CancellationToken,
 ) {
     let kill = rx.kill_token();
-    let mut items: Vec<OutItem> = Vec::with_capacity(BATCH);
+    // Grown by the first batch, not reserved up front: 256 slots are 8 KiB
+    // that an idle connection would hold for nothing (as in `conn::writer`).
+    let mut items: Vec<OutItem> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
@@ -486,6 +488,9 @@ async fn write_loop(
                 }
                 OutItem::Close => closing = true,
             }
+        }
+        if items.capacity() > BATCH {
+            items = Vec::new();
         }
         for payload in frames.into_iter().flat_map(split_frames) {
             METRICS.bytes_out[Transport::Ws as usize].add(payload.len() as u64);
