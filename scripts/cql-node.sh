@@ -8,6 +8,9 @@
 #   scripts/cql-node.sh addr      print host:port of the native (CQL) port
 #   scripts/cql-node.sh status    "running <addr>" or "stopped" (exit 1)
 #   scripts/cql-node.sh stop      stop the node and delete its data
+#   scripts/cql-node.sh restart   kill the node with SIGKILL (a crash) and start it
+#                                 again on the same ports and data (for tests of a
+#                                 store that goes away and comes back)
 #
 # Environment:
 #   ROOMCAST_CQL_CACHE  jars (default ~/.cache/roomcast/cassandra, outside target/)
@@ -170,7 +173,14 @@ start() {
   rm -rf "$RUN"
   mkdir -p "$RUN"
   read -r native storage <<<"$(free_ports 2)"
+  echo "$native $storage" >"$RUN/ports"
   write_config "$native" "$storage"
+  launch "$java" "$native"
+}
+
+# Starts the JVM on the config and data in $RUN and waits until CQL answers.
+launch() {
+  local java="$1" native="$2"
   local jamm
   jamm="$(ls "$CACHE"/lib/jamm-*.jar | head -1)"
   [ -n "$jamm" ] || die "jamm jar missing from $CACHE/lib (delete $CACHE and retry)"
@@ -235,6 +245,17 @@ start() {
   echo "$addr"
 }
 
+restart() {
+  local pid java native storage
+  pid="$(running_pid)" || die "not running (scripts/cql-node.sh start)"
+  read -r native storage <"$RUN/ports"
+  kill -9 "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  rm -f "$RUN/pid"
+  java="$(find_java17)"
+  launch "$java" "$native"
+}
+
 stop() {
   if pid="$(running_pid)"; then
     kill "$pid" 2>/dev/null || true
@@ -251,6 +272,7 @@ case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   addr)
     running_pid >/dev/null && [ -f "$RUN/addr" ] || die "not running (scripts/cql-node.sh start)"
     cat "$RUN/addr"
@@ -263,5 +285,5 @@ case "${1:-}" in
       exit 1
     fi
     ;;
-  *) die "usage: $0 install|start|stop|addr|status" ;;
+  *) die "usage: $0 install|start|stop|restart|addr|status" ;;
 esac
