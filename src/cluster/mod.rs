@@ -22,6 +22,7 @@
 pub mod fence;
 pub mod membership;
 pub mod node;
+pub mod ownership;
 pub mod registry;
 pub mod rendezvous;
 
