@@ -20,6 +20,7 @@
 //! driving [`fence`] from the shards.
 
 pub mod fence;
+pub mod link;
 pub mod membership;
 pub mod node;
 pub mod ownership;
