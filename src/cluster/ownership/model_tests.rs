@@ -62,6 +62,8 @@ struct World {
     next_request: u64,
     answered_requests: HashSet<u64>,
     acks: usize,
+    /// The phases the nodes went through (the run must visit them all).
+    phases: Vec<Phase>,
 }
 
 const SETTINGS: Settings = Settings {
@@ -97,6 +99,7 @@ impl World {
             next_request: 0,
             answered_requests: HashSet::new(),
             acks: 0,
+            phases: Vec::new(),
         }
     }
 
@@ -161,7 +164,11 @@ impl World {
         }
     }
 
-    fn check(&self, n: usize) {
+    fn check(&mut self, n: usize) {
+        let phase = self.nodes[n].m.phase();
+        if !self.phases.contains(&phase) {
+            self.phases.push(phase);
+        }
         let node = &self.nodes[n];
         if let Some(e) = node.m.epoch() {
             assert!(node.granted.contains(&e), "holds epoch {e:?} never granted");
@@ -381,6 +388,7 @@ impl World {
 fn two_nodes_never_acknowledge_under_a_stale_epoch() {
     let mut acks = 0;
     let mut epochs = 0;
+    let mut phases = Vec::new();
     for seed in 0..400u64 {
         let mut w = World::new(0x6f776e6572 ^ seed);
         for _ in 0..1500 {
@@ -389,9 +397,24 @@ fn two_nodes_never_acknowledge_under_a_stale_epoch() {
         w.quiesce();
         acks += w.acks;
         epochs += w.fence.epoch;
+        for p in w.phases {
+            if !phases.contains(&p) {
+                phases.push(p);
+            }
+        }
     }
     // The runs exercise the interesting paths, not just idle machines.
     eprintln!("{acks} batches acknowledged, {epochs} epochs granted");
     assert!(acks > 1000, "only {acks} acknowledgements");
     assert!(epochs > 400, "only {epochs} epochs granted");
+    for p in [
+        Phase::Unowned,
+        Phase::Acquiring,
+        Phase::Owned,
+        Phase::Draining,
+        Phase::Released,
+        Phase::Fenced,
+    ] {
+        assert!(phases.contains(&p), "no run went through {p:?}");
+    }
 }

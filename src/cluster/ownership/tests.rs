@@ -524,3 +524,22 @@ fn commits_are_refused_outside_owned_and_draining() {
     assert_eq!(m.begin_commit(1), Err(CommitRefused::NotOwner));
     assert_eq!(m.epoch(), None);
 }
+
+#[test]
+fn a_drain_is_finished_even_if_the_hash_comes_back() {
+    let t0 = Instant::now();
+    let mut m = owned(t0);
+    m.handle(t0, Input::Placement(Some(id("b"))));
+    // The hash says a again before the drain is over: the drain goes on (a
+    // drain is short), then the room is acquired again under a new epoch.
+    assert!(m.handle(t0, Input::Placement(Some(id("a")))).is_empty());
+    assert_eq!(m.phase(), Phase::Draining);
+    assert_eq!(
+        m.handle(t0, Input::Drained),
+        [Action::Release { epoch: Epoch(7) }, Action::DropRoom]
+    );
+    assert_eq!(
+        m.handle(t0, Input::ReleaseDone { epoch: Epoch(7) }),
+        [Action::Acquire]
+    );
+}
