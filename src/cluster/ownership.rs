@@ -29,8 +29,8 @@
 //!   queue ([`Settings::max_queued`]); commits in flight are bounded too
 //!   ([`Settings::max_in_flight`]).
 //!
-//! `tests/`-style coverage is in the unit tests below, including a seeded
-//! randomized run of two nodes against a model fence.
+//! Tests: `ownership/tests.rs` (each transition) and `ownership/model_tests.rs`
+//! (a seeded randomized run of two nodes against a model fence).
 
 use super::node::NodeId;
 use std::collections::VecDeque;
