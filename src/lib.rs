@@ -19,8 +19,9 @@
 //! - [`auth`], [`ratelimit`], [`presence`]: JWT checks and the limit/presence seams;
 //!   [`tenant`]: tenants, by scoping ids at the boundary.
 //! - [`cluster`]: multi-node membership (node leases in Redis, the live
-//!   set), rendezvous hashing of rooms to owner nodes, and room ownership
-//!   epochs fenced by the shared store (docs/MULTINODE.md).
+//!   set), rendezvous hashing of rooms to owner nodes, room ownership
+//!   epochs fenced by the shared store, the sans-IO room ownership state
+//!   machine and the node-to-node link for forwarding (docs/MULTINODE.md).
 //! - [`server`]: wiring and graceful shutdown; [`http`]: `/health`;
 //!   [`memory`]: freed heap memory back to the OS after bursts;
 //!   [`webchat`]: the embedded web chat at `/` (`web/chat/`);

@@ -14,14 +14,23 @@
 //! - [`fence`]: room ownership epochs in the shared store (ScyllaDB
 //!   lightweight transactions on `room_owner`): acquiring a room bumps its
 //!   epoch, and a commit under an older epoch is refused.
+//! - [`ownership`]: the sans-IO state machine of one room's ownership on
+//!   this node (unowned, acquiring, owned, draining, released, fenced): when
+//!   to call [`fence`], when to acknowledge, where to send requests.
+//! - [`link`]: a direct node-to-node link (framed TCP, correlation ids,
+//!   deadlines, a bounded queue, reconnect with backoff) for forwarding
+//!   requests to a room's owner; built and measured, not started by the
+//!   server yet.
 //!
-//! Not built yet (planned in docs/MULTINODE.md): serving rooms by owner,
-//! forwarding of non-owner requests, and the room ownership state machine
-//! driving [`fence`] from the shards.
+//! Not built yet (planned in docs/MULTINODE.md): the shards driving
+//! [`ownership`] and [`fence`] (serving rooms by owner) and forwarding
+//! non-owner requests over [`link`].
 
 pub mod fence;
+pub mod link;
 pub mod membership;
 pub mod node;
+pub mod ownership;
 pub mod registry;
 pub mod rendezvous;
 
