@@ -38,8 +38,20 @@ impl Running {
     async fn start(dir: &std::path::Path, f: impl FnOnce(&mut Config)) -> Running {
         let mut config = Config::for_tests(dir);
         config.no_rate_limits = true;
-        f(&mut config);
+        // After the store choice, so a test's deadline wins over the one
+        // ROOMCAST_TEST_STORE=scylla sets.
         let keyspace = apply_test_store(&mut config);
+        f(&mut config);
+        if config.store == roomcast::config::StoreKind::Scylla {
+            // The schema first, with a generous deadline (DDL on a loaded node is
+            // slow); the server's own migration then finds it within its short one.
+            let mut cfg =
+                roomcast::store::scylla::ScyllaConfig::from_config(&config).expect("scylla config");
+            cfg.request_timeout = Duration::from_secs(60);
+            roomcast::store::scylla::migrate(&cfg)
+                .await
+                .expect("create the test keyspace on the CQL node");
+        }
         let server = Server::bind(config).await.expect("bind");
         let addr = server.tcp_addr().expect("tcp addr");
         let delays = server.test_store_delays();
@@ -331,11 +343,12 @@ async fn a_slow_store_pushes_back_and_retries_store_each_message_once() {
     server.stop().await;
 }
 
-/// The store deadline of the tests below (`--store-timeout-ms`).
-const DEADLINE_MS: u64 = 300;
+/// The store deadline of the tests below (`--store-timeout-ms`): short, yet
+/// long enough for a loaded CQL node (ROOMCAST_TEST_STORE=scylla).
+const DEADLINE_MS: u64 = 1_000;
 /// A commit delay past that deadline: every commit made while it is set times
 /// out (the wrapper's delay runs inside the deadline, so nothing lands).
-const PAST_DEADLINE_MS: u64 = 1_500;
+const PAST_DEADLINE_MS: u64 = 3_000;
 
 /// One shard, one commit in flight, a short store deadline; the room's live
 /// stream may hold at a seq of unknown outcome far longer than the tests take.
