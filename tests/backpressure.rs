@@ -569,3 +569,66 @@ async fn a_send_of_unknown_outcome_is_pushed_live_once_when_its_retry_commits() 
     owner.close();
     server.stop().await;
 }
+
+/// (f) The hold at a seq of unknown outcome is bounded: with no retry, the
+/// room's live stream moves on after `--gap-timeout-ms`, and later messages
+/// are pushed. A retry that comes after that is acknowledged with the seq it
+/// had and stored once, but not pushed live (docs/STORAGE.md: subscribers
+/// see it in history).
+#[tokio::test]
+async fn a_hold_without_retry_ends_after_the_gap_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Running::start(dir.path(), |c| {
+        c.shards = 1;
+        c.shard_max_commits = 1;
+        c.store_timeout_ms = DEADLINE_MS;
+        c.test_store_write_delay_ms = PAST_DEADLINE_MS;
+        c.gap_timeout_ms = 500;
+    })
+    .await;
+    server.write_delay(0);
+    let owner = client(server.addr, "owner").await;
+    let room = owner.create_room("no retry", false).await.unwrap();
+    let mut alice = Raw::connect(server.addr).await;
+    alice.hello("alice").await;
+    joined(&mut alice, 1, &room).await;
+    let mut bob = Raw::connect(server.addr).await;
+    bob.hello("bob").await;
+    joined(&mut bob, 1, &room).await;
+
+    server.write_delay(PAST_DEADLINE_MS);
+    let answer = pipelined_sends(&mut alice, &room, &[(10, "lost".to_string())]).await;
+    assert!(answer[&10].is_err(), "timed out: {answer:?}");
+    server.write_delay(0);
+    // Nobody retries: bob still gets the next message, once the gap is skipped.
+    let next = owner.send(&room, "next", Some("next")).await.unwrap().seq;
+    assert_eq!(
+        msgs_until(&mut bob, "next").await,
+        vec![(next, "next".to_string())]
+    );
+    // A late retry: acknowledged at its seq, stored once, not pushed.
+    let late = pipelined_sends(&mut alice, &room, &[(11, "lost".to_string())]).await[&11]
+        .expect("the late retry is acknowledged");
+    assert!(late < next, "it keeps its seq ({late} < {next})");
+    let end = owner.send(&room, "end", Some("end")).await.unwrap().seq;
+    assert_eq!(
+        msgs_until(&mut bob, "end").await,
+        vec![(end, "end".to_string())]
+    );
+    let page = owner.history(&room, None, Some(100)).await.unwrap();
+    let stored: Vec<(u64, String)> = page
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.body.clone()))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            (late, "lost".to_string()),
+            (next, "next".to_string()),
+            (end, "end".to_string())
+        ]
+    );
+    owner.close();
+    server.stop().await;
+}
