@@ -534,7 +534,9 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_PRESENCE_TTL_MS", default_value_t = 30_000)]
     pub presence_ttl_ms: u64,
 
-    /// With Redis: a seq gap left by a node that died mid-send is skipped after this long.
+    /// A seq gap in a room's live stream is skipped after this long: with Redis, a
+    /// seq a node allocated and never committed; with any store, a send of
+    /// unknown outcome whose retry (same `local_id`) has not come.
     #[arg(long, env = "ROOMCAST_GAP_TIMEOUT_MS", default_value_t = 5_000)]
     pub gap_timeout_ms: u64,
 

@@ -86,14 +86,22 @@ pub struct Server {
     shards: Vec<JoinHandle<()>>,
     /// Background tasks (Redis presence upkeep, publishing); cancelled last.
     background: CancellationToken,
+    /// TEST ONLY: the delays of the slow-store wrapper, when the hidden
+    /// `--test-store-*-delay-ms` flags enabled it.
+    test_store_delays: Option<crate::store::delayed::Delays>,
 }
 
 /// Opens the configured message store, behind the per-call deadline.
 /// Opens the configured message store behind its deadline; with the embedded
 /// store also returns its fjall database, where the built-in accounts live.
+/// (TEST ONLY: and the delays of the slow-store wrapper, if enabled.)
 async fn open_store(
     config: &Config,
-) -> anyhow::Result<(Arc<dyn MessageStore>, Option<fjall::Database>)> {
+) -> anyhow::Result<(
+    Arc<dyn MessageStore>,
+    Option<fjall::Database>,
+    Option<crate::store::delayed::Delays>,
+)> {
     let (inner, db): (Arc<dyn MessageStore>, _) = match config.store {
         StoreKind::Embedded => {
             let store_dir = config.data_dir.join("store");
@@ -115,17 +123,23 @@ async fn open_store(
         }
     };
     // TEST ONLY (hidden flags): a slow store, inside the deadline like a slow database.
+    let mut delays = None;
     let inner: Arc<dyn MessageStore> =
         if config.test_store_read_delay_ms > 0 || config.test_store_write_delay_ms > 0 {
-            Arc::new(crate::store::delayed::Delayed::new(
-                inner,
+            let d = crate::store::delayed::Delays::new(
                 Duration::from_millis(config.test_store_read_delay_ms),
                 Duration::from_millis(config.test_store_write_delay_ms),
-            ))
+            );
+            delays = Some(d.clone());
+            Arc::new(crate::store::delayed::Delayed::new(inner, d))
         } else {
             inner
         };
-    Ok((Arc::new(Deadlined::new(inner, config.store_timeout())), db))
+    Ok((
+        Arc::new(Deadlined::new(inner, config.store_timeout())),
+        db,
+        delays,
+    ))
 }
 
 impl Server {
@@ -139,7 +153,7 @@ impl Server {
         )?
         .with_tenants(config.tenants)
         .with_system_user(&config.system_user);
-        let (store, local_db) = open_store(&config).await?;
+        let (store, local_db, test_store_delays) = open_store(&config).await?;
         let accounts = match (config.accounts, local_db) {
             (true, Some(db)) => {
                 let store = AccountStore::open(db, config.fsync)?;
@@ -330,7 +344,14 @@ impl Server {
             https,
             fingerprint: identity.fingerprint,
             shards,
+            test_store_delays,
         })
+    }
+
+    /// TEST ONLY: the slow-store wrapper's delays, to change them while the
+    /// server runs; `None` unless a hidden `--test-store-*-delay-ms` flag is set.
+    pub fn test_store_delays(&self) -> Option<crate::store::delayed::Delays> {
+        self.test_store_delays.clone()
     }
 
     pub fn tcp_addr(&self) -> std::io::Result<SocketAddr> {

@@ -14,15 +14,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A fence on a fresh keyspace, migrated the way `roomcast migrate` does.
-async fn fence(tag: &str) -> Option<Fence> {
+/// The guard drops the keyspace at the end of the test.
+async fn fence(tag: &str) -> Option<(Fence, common::cql::KeyspaceGuard)> {
     let nodes = common::cql::require()?;
-    let cfg = common::cql::store_config(&nodes, &common::cql::fresh_keyspace(tag));
+    let guard = common::cql::KeyspaceGuard::fresh(&nodes, tag);
+    let cfg = common::cql::store_config(&nodes, guard.name());
     let version = roomcast::store::scylla::migrate(&cfg)
         .await
         .expect("migrate");
     assert_eq!(version, roomcast::store::scylla::schema::LATEST);
     assert!(version >= 3, "room_owner is schema v3");
-    Some(Fence::connect(&cfg).await.expect("prepare the fence"))
+    Some((
+        Fence::connect(&cfg).await.expect("prepare the fence"),
+        guard,
+    ))
 }
 
 fn fenced(r: Result<impl std::fmt::Debug, FenceError>) -> Owner {
@@ -34,7 +39,7 @@ fn fenced(r: Result<impl std::fmt::Debug, FenceError>) -> Owner {
 
 #[tokio::test]
 async fn acquiring_bumps_the_epoch_and_fences_the_old_owner() {
-    let Some(f) = fence("fence_basic").await else {
+    let Some((f, _keyspace)) = fence("fence_basic").await else {
         return;
     };
     assert_eq!(f.read("r1").await.unwrap(), None);
@@ -78,7 +83,7 @@ async fn acquiring_bumps_the_epoch_and_fences_the_old_owner() {
 
 #[tokio::test]
 async fn concurrent_acquisitions_get_distinct_epochs() {
-    let Some(f) = fence("fence_race").await else {
+    let Some((f, _keyspace)) = fence("fence_race").await else {
         return;
     };
     let f = Arc::new(f);
@@ -122,7 +127,7 @@ async fn concurrent_acquisitions_get_distinct_epochs() {
 /// nothing lands after the take-over.
 #[tokio::test]
 async fn nothing_commits_under_the_old_epoch_after_a_takeover() {
-    let Some(f) = fence("fence_takeover").await else {
+    let Some((f, _keyspace)) = fence("fence_takeover").await else {
         return;
     };
     let f = Arc::new(f);
@@ -170,7 +175,8 @@ async fn lwt_cost() {
     let Some(nodes) = common::cql::require() else {
         return;
     };
-    let cfg = common::cql::store_config(&nodes, &common::cql::fresh_keyspace("fence_cost"));
+    let guard = common::cql::KeyspaceGuard::fresh(&nodes, "fence_cost");
+    let cfg = common::cql::store_config(&nodes, guard.name());
     roomcast::store::scylla::migrate(&cfg).await.unwrap();
     let f = Fence::connect(&cfg).await.unwrap();
     let session = ScyllaStore::session(&cfg).await.unwrap();

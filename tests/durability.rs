@@ -126,6 +126,6 @@ async fn kill_9_keeps_acknowledged_messages_scylla() {
     let Some(nodes) = cql::require() else {
         return;
     };
-    let keyspace = cql::fresh_keyspace("dur");
-    crash_keeps_acknowledged_messages("never", Some((&nodes, &keyspace))).await;
+    let keyspace = cql::KeyspaceGuard::fresh(&nodes, "dur");
+    crash_keeps_acknowledged_messages("never", Some((&nodes, keyspace.name()))).await;
 }

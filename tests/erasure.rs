@@ -162,7 +162,7 @@ async fn deleted_and_edited_text_is_gone_from_everything_a_client_reads() {
     server.stop().await;
     let mut config = Config::for_tests(server.dir.path());
     config.no_rate_limits = true;
-    common::apply_test_store(&mut config);
+    let _keyspace = common::apply_test_store(&mut config);
     let again = Server::bind(config).await.unwrap();
     let addr = again.tcp_addr().unwrap();
     let shutdown = CancellationToken::new();

@@ -1049,7 +1049,7 @@ async fn scylla_store() {
     let Some(nodes) = common::cql::require() else {
         return;
     };
-    let s = common::cql::store(&nodes, "conf").await;
+    let (s, _keyspace) = common::cql::store(&nodes, "conf").await;
     suite(Arc::new(s)).await;
 }
 
@@ -1058,8 +1058,9 @@ async fn scylla_schema_is_idempotent_and_refuses_newer() {
     let Some(nodes) = common::cql::require() else {
         return;
     };
-    let ks = common::cql::fresh_keyspace("schema");
-    let cfg = common::cql::store_config(&nodes, &ks);
+    let guard = common::cql::KeyspaceGuard::fresh(&nodes, "schema");
+    let ks = guard.name();
+    let cfg = common::cql::store_config(&nodes, ks);
     let v = roomcast::store::scylla::migrate(&cfg).await.unwrap();
     assert_eq!(v, roomcast::store::scylla::schema::LATEST);
     // Again: nothing to do, same version.
@@ -1090,8 +1091,9 @@ async fn scylla_migration_moves_tenants_directory_rows() {
     let Some(nodes) = common::cql::require() else {
         return;
     };
-    let ks = common::cql::fresh_keyspace("dirv2");
-    let cfg = common::cql::store_config(&nodes, &ks);
+    let guard = common::cql::KeyspaceGuard::fresh(&nodes, "dirv2");
+    let ks = guard.name();
+    let cfg = common::cql::store_config(&nodes, ks);
     let store: Store = Arc::new(
         roomcast::store::scylla::ScyllaStore::connect(&cfg)
             .await

@@ -9,11 +9,14 @@ use crate::proto::types::Role;
 use crate::store::{Invite, LoadedRoom, MemberState, MessageState, RoomMeta};
 use bytes::Bytes;
 use indexmap::IndexMap;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 /// Recently touched message states kept per room (edits and reactions hit them).
 const HOT_MESSAGES: usize = 1024;
+/// Seqs of unknown outcome the live stream may hold at per room ([`Room::held`]);
+/// past it a failed send's seq is passed over at once.
+pub const MAX_HELD_SEQS: usize = 64;
 
 pub struct Sub {
     pub user: UserId,
@@ -57,6 +60,12 @@ pub struct Room {
     /// Committed events (local or from other nodes) waiting for a lower seq, and since when.
     pub pending: BTreeMap<u64, Bytes>,
     pub gap_since: Option<tokio::time::Instant>,
+    /// Seqs of sends whose write failed with an unknown outcome (it may
+    /// still land) and that the sender's retry with the same `local_id` will
+    /// commit at the same seq: live delivery holds at them (later events wait
+    /// in `pending`) so that the retried message is pushed once, in seq order.
+    /// A known failure burns them; `--gap-timeout-ms` bounds the wait.
+    pub held: BTreeSet<u64>,
     /// Whether this node receives the room's traffic from other nodes.
     pub bus_subscribed: bool,
     /// Store writes for this room not yet completed.
@@ -90,6 +99,7 @@ impl Room {
             pending_presence: HashMap::new(),
             pending: BTreeMap::new(),
             gap_since: None,
+            held: BTreeSet::new(),
             bus_subscribed: false,
             inflight: 0,
             needs_reload: false,
@@ -133,6 +143,7 @@ impl Room {
         let bus_subscribed = self.bus_subscribed;
         let (last_seq, next_seq) = (self.last_seq, self.next_seq);
         let pending = std::mem::take(&mut self.pending);
+        let held = std::mem::take(&mut self.held);
         let gap_since = self.gap_since;
         // The node's own window wins over the store's view: sends in flight or of
         // unknown outcome, and ones committed after the reload's read began, keep
@@ -144,7 +155,15 @@ impl Room {
         self.subscribers = subscribers;
         self.typing = typing;
         self.bus_subscribed = bus_subscribed;
-        self.last_seq = self.last_seq.max(last_seq);
+        // While live delivery holds at a seq of unknown outcome, it keeps its
+        // own position: the store may already hold that seq (a late landing)
+        // or later ones whose pushes wait behind it.
+        self.last_seq = if held.is_empty() {
+            self.last_seq.max(last_seq)
+        } else {
+            last_seq
+        };
+        self.held = held;
         self.next_seq = self.next_seq.max(next_seq).max(self.last_seq + 1);
         if self.pending.is_empty() {
             self.pending = pending;
@@ -280,6 +299,9 @@ impl Room {
         if let Some((&first, _)) = self.pending.iter().next() {
             tracing::warn!(room = %self.meta.id, from = self.last_seq + 1, to = first - 1, "skipping a seq gap that was never filled");
             self.last_seq = first - 1;
+            let last = self.last_seq;
+            // A held seq passed over here is not pushed if its retry commits later.
+            self.held.retain(|&s| s > last);
             self.drain_pending(out);
         }
     }

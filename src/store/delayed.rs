@@ -10,7 +10,10 @@
 //! `events`, by the read delay). Not delayed: `load_room` and the per-user and
 //! directory reads, so that test set-up stays quick. It sits inside the
 //! deadline wrapper ([`super::deadline::Deadlined`]): a delay past
-//! `--store-timeout-ms` times out like a slow database would.
+//! `--store-timeout-ms` times out like a slow database would. The delays can
+//! be changed while the server runs ([`Delays`], from
+//! `Server::test_store_delays`), so a test can make the store slow after its
+//! set-up and fast again before the retries.
 
 use super::{
     HistoryRange, LoadedRoom, MessageState, MessageStore, Mutation, Page, PageReq, RoomMeta,
@@ -19,23 +22,61 @@ use super::{
 use crate::ids::{RoomId, UserId};
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The current read and write delays of a [`Delayed`] store, in ms; clones
+/// share them. TEST ONLY.
+#[derive(Clone, Debug, Default)]
+pub struct Delays {
+    read_ms: Arc<AtomicU64>,
+    write_ms: Arc<AtomicU64>,
+}
+
+impl Delays {
+    pub fn new(read: Duration, write: Duration) -> Self {
+        let d = Self::default();
+        d.set_read(read);
+        d.set_write(write);
+        d
+    }
+
+    /// The delay of the reads that start from now on.
+    pub fn set_read(&self, delay: Duration) {
+        self.read_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The delay of the commits that start from now on.
+    pub fn set_write(&self, delay: Duration) {
+        self.write_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> Duration {
+        Duration::from_millis(self.read_ms.load(Ordering::Relaxed))
+    }
+
+    fn write(&self) -> Duration {
+        Duration::from_millis(self.write_ms.load(Ordering::Relaxed))
+    }
+}
+
 pub struct Delayed {
     inner: Arc<dyn MessageStore>,
-    read: Duration,
-    write: Duration,
+    delays: Delays,
 }
 
 impl Delayed {
-    pub fn new(inner: Arc<dyn MessageStore>, read: Duration, write: Duration) -> Self {
-        Self { inner, read, write }
+    pub fn new(inner: Arc<dyn MessageStore>, delays: Delays) -> Self {
+        Self { inner, delays }
     }
 
     async fn read_delay(&self) {
-        if !self.read.is_zero() {
-            tokio::time::sleep(self.read).await;
+        let d = self.delays.read();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
         }
     }
 }
@@ -43,8 +84,9 @@ impl Delayed {
 #[async_trait]
 impl MessageStore for Delayed {
     async fn apply(&self, batch: Vec<Mutation>) -> StoreResult<()> {
-        if !self.write.is_zero() {
-            tokio::time::sleep(self.write).await;
+        let d = self.delays.write();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
         }
         self.inner.apply(batch).await
     }

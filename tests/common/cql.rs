@@ -5,7 +5,9 @@
 
 use roomcast::config::{Config, CqlConsistency, StoreKind};
 use roomcast::store::scylla::{ScyllaConfig, ScyllaStore};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The contact points of the CQL database to test against, if any.
@@ -82,10 +84,111 @@ pub fn store_config(nodes: &str, keyspace: &str) -> ScyllaConfig {
     }
 }
 
-pub async fn store(nodes: &str, tag: &str) -> ScyllaStore {
-    ScyllaStore::connect(&store_config(nodes, &fresh_keyspace(tag)))
+/// A store in a fresh keyspace, with the guard that drops the keyspace.
+pub async fn store(nodes: &str, tag: &str) -> (ScyllaStore, KeyspaceGuard) {
+    let ks = KeyspaceGuard::fresh(nodes, tag);
+    let store = ScyllaStore::connect(&store_config(nodes, ks.name()))
         .await
-        .expect("connect to the CQL node")
+        .expect("connect to the CQL node");
+    (store, ks)
+}
+
+/// Guards alive per keyspace name: a server restarted on the same data dir
+/// takes a second guard of the same keyspace before the first one goes.
+static GUARDED: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+/// Drops a test's keyspace on the CQL node when the last guard of that name
+/// is dropped, also when the test panics. A CQL node keeps every table's
+/// memtables and metadata on its heap, so a long CI run that leaves
+/// keyspaces behind slows the node down and finally runs it out of heap.
+/// Every test that creates a keyspace holds one of these.
+pub struct KeyspaceGuard {
+    nodes: String,
+    name: String,
+}
+
+impl KeyspaceGuard {
+    /// A guard of keyspace `name` on `nodes` (the keyspace may not exist yet).
+    pub fn new(nodes: &str, name: &str) -> KeyspaceGuard {
+        let mut g = GUARDED.lock().unwrap_or_else(|e| e.into_inner());
+        *g.get_or_insert_with(HashMap::new)
+            .entry(name.to_string())
+            .or_default() += 1;
+        KeyspaceGuard {
+            nodes: nodes.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// A guard of a fresh keyspace name ([`fresh_keyspace`]).
+    pub fn fresh(nodes: &str, tag: &str) -> KeyspaceGuard {
+        Self::new(nodes, &fresh_keyspace(tag))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for KeyspaceGuard {
+    fn drop(&mut self) {
+        let last = {
+            let mut g = GUARDED.lock().unwrap_or_else(|e| e.into_inner());
+            let map = g.get_or_insert_with(HashMap::new);
+            match map.get_mut(&self.name) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    map.remove(&self.name);
+                    true
+                }
+            }
+        };
+        if last {
+            drop_keyspace(&self.nodes, &self.name);
+        }
+    }
+}
+
+/// `DROP KEYSPACE IF EXISTS`, on a thread of its own with its own runtime:
+/// `Drop` cannot await, and the test's runtime may be single-threaded.
+pub fn drop_keyspace(nodes: &str, keyspace: &str) {
+    let (nodes, keyspace) = (nodes.to_string(), keyspace.to_string());
+    let run = move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return eprintln!("dropping keyspace {keyspace}: no runtime: {e}"),
+        };
+        rt.block_on(async {
+            let session = scylla::client::session_builder::SessionBuilder::new()
+                .known_nodes(nodes.split(',').map(str::trim))
+                .build()
+                .await;
+            let session = match session {
+                Ok(s) => s,
+                Err(e) => return eprintln!("dropping keyspace {keyspace}: {e}"),
+            };
+            let q = format!("DROP KEYSPACE IF EXISTS {keyspace}");
+            match tokio::time::timeout(Duration::from_secs(60), session.query_unpaged(q, ())).await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => eprintln!("dropping keyspace {keyspace}: {e}"),
+                Err(_) => eprintln!("dropping keyspace {keyspace}: no answer within 60 s"),
+            }
+        });
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("drop-keyspace".into())
+        .spawn(run)
+        .map(|t| t.join())
+    {
+        eprintln!("dropping keyspace: {e}");
+    }
 }
 
 /// Points a test server's config at the CQL node, in a fresh keyspace.

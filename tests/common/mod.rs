@@ -78,12 +78,16 @@ pub struct TestServer {
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<anyhow::Result<()>>>,
     pub dir: tempfile::TempDir,
+    /// With ROOMCAST_TEST_STORE=scylla: drops the server's keyspace.
+    pub keyspace: Option<cql::KeyspaceGuard>,
 }
 
 /// ROOMCAST_TEST_STORE=scylla: the same suites on the ScyllaDB store (a CQL
 /// node). One keyspace per data dir, so a server restarted on the same dir
-/// (a config made again with this) finds its data again.
-pub fn apply_test_store(config: &mut Config) {
+/// (a config made again with this) finds its data again. The guard drops the
+/// keyspace once the last guard of it goes: keep it while the data dir is in use.
+#[must_use = "the keyspace is dropped when the guard is"]
+pub fn apply_test_store(config: &mut Config) -> Option<cql::KeyspaceGuard> {
     if std::env::var("ROOMCAST_TEST_STORE").is_ok_and(|v| v == "scylla")
         && config.store == roomcast::config::StoreKind::Embedded
     {
@@ -91,7 +95,9 @@ pub fn apply_test_store(config: &mut Config) {
             .expect("ROOMCAST_TEST_STORE=scylla needs a CQL node (scripts/cql-node.sh start)");
         let keyspace = cql::keyspace_for(&config.data_dir);
         cql::use_scylla(config, &nodes, &keyspace);
+        return Some(cql::KeyspaceGuard::new(&nodes, &keyspace));
     }
+    None
 }
 
 impl TestServer {
@@ -103,7 +109,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::for_tests(dir.path());
         f(&mut config);
-        apply_test_store(&mut config);
+        let keyspace = apply_test_store(&mut config);
         let server = Server::bind(config).await.expect("bind");
         let tcp = server.tcp_addr().expect("tcp addr");
         let http = server.http_addr().expect("http addr");
@@ -126,6 +132,7 @@ impl TestServer {
             shutdown,
             task: Some(task),
             dir,
+            keyspace,
         }
     }
 

@@ -8,6 +8,7 @@ use crate::ids::RoomId;
 use crate::proto::{ErrorCode, WireError};
 use crate::router::cluster::Notice;
 use crate::router::command::abandoning;
+use crate::router::room::MAX_HELD_SEQS;
 use crate::store::{Mutation, StoreError, StoreResult, TIMEOUT_RETRY_MS};
 
 /// Requests the batch waiting for a commit slot may hold, per allowed commit.
@@ -171,6 +172,8 @@ impl Shard {
                     };
                     if ok {
                         events += 1;
+                        // (A retried send of unknown outcome fills the seq held for it.)
+                        r.held.remove(&seq);
                         match ack {
                             Ack::Sent {
                                 reply,
@@ -207,10 +210,30 @@ impl Shard {
                             flush_chunk(&mut self.rooms, &mut chunks, &room_id, outbox_limit);
                         }
                     } else {
-                        // The seq is burnt: never reused, skipped by live delivery.
-                        let chunk = chunk_for(&mut chunks, &room_id);
-                        r.deliver(seq, Bytes::new(), chunk);
                         let unknown = failure.as_ref().is_none_or(|f| f.outcome_unknown());
+                        // A send of unknown outcome keeps its seq for the retry with
+                        // its local_id: live delivery holds at it (bounded per room
+                        // and by --gap-timeout-ms), so the retried message is pushed
+                        // once and in order. Any other failed seq is burnt: never
+                        // reused, passed over by live delivery.
+                        let hold = unknown
+                            && retry.is_some()
+                            && seq > r.last_seq
+                            && matches!(
+                                &ack,
+                                Ack::Sent {
+                                    local_id: Some(_),
+                                    ..
+                                }
+                            )
+                            && (r.held.contains(&seq) || r.held.len() < MAX_HELD_SEQS);
+                        if hold {
+                            r.held.insert(seq);
+                        } else {
+                            r.held.remove(&seq);
+                            let chunk = chunk_for(&mut chunks, &room_id);
+                            r.deliver(seq, Bytes::new(), chunk);
+                        }
                         let e = match &failure {
                             Some(f) => f.to_wire("the change"),
                             None => WireError::new(

@@ -38,16 +38,15 @@ impl Shard {
         }
     }
 
-    /// Multi-node housekeeping on the tick: skip gaps that never filled, stop
+    /// Housekeeping on the tick: skip gaps that never filled (a seq another
+    /// node allocated and never committed, or a send of unknown outcome whose
+    /// retry did not come within `--gap-timeout-ms`), and, multi-node, stop
     /// receiving rooms nobody here listens to.
     pub(in crate::router) fn cluster_tick(&mut self) {
-        let Some(cluster) = self.cluster.clone() else {
-            return;
-        };
         let gap_timeout = self.cfg.gap_timeout;
         let outbox_limit = self.cfg.outbox_bytes;
         let now = tokio::time::Instant::now();
-        for (room_id, slot) in self.rooms.iter_mut() {
+        for slot in self.rooms.values_mut() {
             let Slot::Active(room) = slot else { continue };
             if room
                 .gap_since
@@ -59,6 +58,12 @@ impl Shard {
                     room.fan_out(&chunk.freeze(), outbox_limit);
                 }
             }
+        }
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        for (room_id, slot) in self.rooms.iter_mut() {
+            let Slot::Active(room) = slot else { continue };
             if room.bus_subscribed && room.subscribers.is_empty() {
                 room.bus_subscribed = false;
                 cluster.unsubscribe(room_id);
