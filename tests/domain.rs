@@ -11,7 +11,6 @@ use roomcast::proto::server::Message;
 use roomcast::proto::types::{Attachment, MessageKind, Role, RoomKind, Status};
 use roomcast::proto::{ErrorCode, ServerFrame};
 use roomcast_client::{ConnError, Connection};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn uid(s: &str) -> UserId {
@@ -1212,33 +1211,6 @@ async fn a_slow_consumer_resumes_without_loss() {
     slow.send_map(serde_json::json!({"t": "join", "id": 1, "room": room.as_str()}))
         .await;
     assert!(matches!(slow.next().await, Some(ServerFrame::Joined(_))));
-    // The slow reader takes a frame every 50 ms while the sends go on, then
-    // drains the rest. (Not reading at all while a slower store takes a minute
-    // for the sends lets the kernel give up on the cut connection's unsent
-    // bytes: that is the OS bounding a dead peer, not what this test is about.)
-    let fast = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let drain = {
-        let fast = fast.clone();
-        tokio::spawn(async move {
-            let mut frames = Vec::new();
-            // A generous wait per frame: on a loaded CQL node one round of
-            // 100 sends can take longer than `WAIT`.
-            while let Some(r) = tokio::time::timeout(
-                Duration::from_secs(60),
-                futures_util::StreamExt::next(&mut slow.rx),
-            )
-            .await
-            .expect("a frame or the close within 60 s")
-            {
-                let payload = r.expect("a whole frame");
-                frames.push(ServerFrame::decode(&payload).expect("decodable"));
-                if !fast.load(std::sync::atomic::Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            frames
-        })
-    };
     let body = "y".repeat(1000);
     let mut last = 0;
     for _ in 0..80 {
@@ -1248,8 +1220,7 @@ async fn a_slow_consumer_resumes_without_loss() {
             last = last.max(a.unwrap().seq);
         }
     }
-    fast.store(true, std::sync::atomic::Ordering::Relaxed);
-    let frames = drain.await.unwrap();
+    let frames = slow.drain_to_eof().await;
     assert!(
         matches!(frames.last(), Some(ServerFrame::Error(e)) if e.code == ErrorCode::SlowConsumer)
     );
