@@ -190,8 +190,9 @@ impl Room {
     }
 
     pub fn put_hot(&mut self, m: MessageState) {
-        if self.hot.insert(m.seq, m.clone()).is_none() {
-            self.hot_order.push_back(m.seq);
+        let seq = m.seq;
+        if self.hot.insert(seq, m).is_none() {
+            self.hot_order.push_back(seq);
         }
         // Entries may only leave once nothing is in flight: the cache is the
         // authority for states not yet committed.

@@ -126,10 +126,20 @@ const FORMAT_V1: u8 = 1;
 /// Positional (array) MessagePack behind a format byte: compact, and fields
 /// appended later with `#[serde(default)]` still decode old records.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_V1];
-    // Writing our own serde types into a Vec cannot fail.
-    let _ = rmp_serde::encode::write(&mut out, v);
+    // Most records (message states, members) fit: no regrowth while encoding.
+    let mut out = Vec::with_capacity(128);
+    encode_into(&mut out, v);
     out
+}
+
+/// [`encode`] into a buffer the caller reuses (cleared first): the embedded
+/// store's committer encodes every row into one scratch buffer, because fjall
+/// copies each value into its own allocation anyway.
+pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, v: &T) {
+    out.clear();
+    out.push(FORMAT_V1);
+    // Writing our own serde types into a Vec cannot fail.
+    let _ = rmp_serde::encode::write(out, v);
 }
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, StoreError> {
@@ -160,5 +170,9 @@ mod tests {
         let v = (1u64, "x".to_string());
         assert_eq!(decode::<(u64, String)>(&encode(&v), "t").unwrap(), v);
         assert!(decode::<(u64, String)>(&[9, 9], "t").is_err());
+        // A reused buffer holds exactly the last record.
+        let mut buf = encode(&(7u64, "a much longer string than the next".to_string()));
+        encode_into(&mut buf, &v);
+        assert_eq!(buf, encode(&v));
     }
 }

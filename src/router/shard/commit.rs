@@ -2,7 +2,7 @@
 //! in-flight store commits (completed in submission order), acknowledgements,
 //! and, after a fault, finishing the writes a failed shard had submitted.
 
-use super::fanout::{chunk_for, flush_chunk};
+use super::fanout::{flush_chunk, Chunks};
 use super::{sent, Ack, Done, Shard, Slot, Then, FAULT_DRAIN, MAX_CHUNK};
 use crate::ids::RoomId;
 use crate::proto::{ErrorCode, WireError};
@@ -13,8 +13,9 @@ use crate::store::{Mutation, StoreError, StoreResult, TIMEOUT_RETRY_MS};
 
 /// Requests the batch waiting for a commit slot may hold, per allowed commit.
 const PENDING_PER_COMMIT: usize = 64;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::collections::HashSet;
 use std::time::Instant;
 
 impl Shard {
@@ -61,7 +62,7 @@ impl Shard {
         self.batch_since = None;
         let batch = std::mem::take(&mut self.batch);
         let done = std::mem::take(&mut self.done);
-        let rooms = std::mem::take(&mut self.batch_rooms);
+        let rooms = self.batch_rooms.take();
         for room in &rooms {
             if let Some(Slot::Active(r)) = self.rooms.get_mut(room) {
                 r.inflight += 1;
@@ -90,9 +91,7 @@ impl Shard {
         if let Some(d) = done {
             self.done.push(d);
         }
-        if !self.batch_rooms.contains(room) {
-            self.batch_rooms.push(room.clone());
-        }
+        self.batch_rooms.insert(room);
     }
 
     /// Whether the batch waiting for a commit slot holds as many requests as
@@ -121,7 +120,7 @@ impl Shard {
         self.batch_since = None;
         self.batch.clear();
         let done = std::mem::take(&mut self.done);
-        let rooms = std::mem::take(&mut self.batch_rooms);
+        let rooms = self.batch_rooms.take();
         for room in &rooms {
             if let Some(Slot::Active(r)) = self.rooms.get_mut(room) {
                 r.inflight += 1;
@@ -148,9 +147,9 @@ impl Shard {
         let outbox_limit = self.cfg.outbox_bytes;
         let (mut messages, mut events) = (0u64, 0u64);
         // Each room's new pushes of this batch, back to back.
-        let mut chunks: Vec<(RoomId, BytesMut)> = Vec::new();
+        let mut chunks = Chunks::default();
         // Multi-node: what to publish per room, and new messages for offline notices.
-        let mut published: Vec<(RoomId, BytesMut)> = Vec::new();
+        let mut published = Chunks::default();
         let mut notices: Vec<(RoomId, Vec<Notice>)> = Vec::new();
         for d in done {
             let room_id = match &d {
@@ -194,7 +193,7 @@ impl Shard {
                             Ack::Ok(reply) => reply.ok(&room_id, Some(seq)),
                         }
                         if self.cluster.is_some() {
-                            let p = chunk_for(&mut published, &room_id);
+                            let p = published.of(&room_id);
                             p.extend_from_slice(&seq.to_be_bytes());
                             p.extend_from_slice(&framed);
                             if let Some(n) = notice {
@@ -204,7 +203,7 @@ impl Shard {
                                 }
                             }
                         }
-                        let chunk = chunk_for(&mut chunks, &room_id);
+                        let chunk = chunks.of(&room_id);
                         r.deliver(seq, framed, chunk);
                         if chunk.len() >= MAX_CHUNK {
                             flush_chunk(&mut self.rooms, &mut chunks, &room_id, outbox_limit);
@@ -231,7 +230,7 @@ impl Shard {
                             r.held.insert(seq);
                         } else {
                             r.held.remove(&seq);
-                            let chunk = chunk_for(&mut chunks, &room_id);
+                            let chunk = chunks.of(&room_id);
                             r.deliver(seq, Bytes::new(), chunk);
                         }
                         let e = match &failure {
@@ -312,7 +311,7 @@ impl Shard {
                         reply.send(frame);
                     }
                     if let Some(push) = push {
-                        crate::proto::encode_into(chunk_for(&mut chunks, &room_id), &push);
+                        crate::proto::encode_into(chunks.of(&room_id), &push);
                         if let Some(c) = &self.cluster {
                             c.publish_ephemeral(&room_id, crate::proto::encode(&push));
                         }
@@ -335,13 +334,12 @@ impl Shard {
                 }
             }
         }
-        while let Some((room, _)) = chunks.first() {
-            let room = room.clone();
+        while let Some(room) = chunks.any_room() {
             flush_chunk(&mut self.rooms, &mut chunks, &room, outbox_limit);
         }
         crate::metrics::committed(messages, events);
         if let Some(c) = &self.cluster {
-            for (room, events) in published {
+            for (room, events) in published.into_list() {
                 c.publish_events(&room, events.freeze());
             }
             for (room, messages) in notices {
@@ -369,5 +367,32 @@ impl Shard {
                 self.spawn_load(room_id);
             }
         }
+    }
+}
+
+/// The rooms written by the batch being built, in first-write order, with an
+/// O(1) membership test (a batch may touch hundreds of small rooms).
+#[derive(Default)]
+pub(super) struct BatchRooms {
+    list: Vec<RoomId>,
+    seen: HashSet<RoomId>,
+}
+
+impl BatchRooms {
+    fn insert(&mut self, room: &RoomId) {
+        if !self.seen.contains(room) {
+            self.seen.insert(room.clone());
+            self.list.push(room.clone());
+        }
+    }
+
+    fn take(&mut self) -> Vec<RoomId> {
+        self.seen.clear();
+        std::mem::take(&mut self.list)
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.seen.clear();
+        self.list.clear();
     }
 }

@@ -4,6 +4,7 @@
 use super::{Shard, Slot};
 use crate::ids::RoomId;
 use bytes::{Bytes, BytesMut};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 impl Shard {
@@ -85,30 +86,62 @@ impl Shard {
     }
 }
 
-pub(super) fn chunk_for<'a>(
-    chunks: &'a mut Vec<(RoomId, BytesMut)>,
-    room: &RoomId,
-) -> &'a mut BytesMut {
-    match chunks.iter().position(|(id, _)| id == room) {
-        Some(i) => &mut chunks[i].1,
-        None => {
-            chunks.push((room.clone(), BytesMut::with_capacity(256)));
-            let last = chunks.len() - 1;
-            &mut chunks[last].1
+/// Each room's new pushes of one completion, back to back, found by room id
+/// in O(1): a completion carries events of up to hundreds of small rooms
+/// (512 commands per wake-up), and a linear search per event made it cost
+/// quadratic id comparisons.
+#[derive(Default)]
+pub(super) struct Chunks {
+    list: Vec<(RoomId, BytesMut)>,
+    index: HashMap<RoomId, usize>,
+}
+
+impl Chunks {
+    /// The room's chunk, new and empty if it has none yet.
+    pub(super) fn of(&mut self, room: &RoomId) -> &mut BytesMut {
+        let i = match self.index.entry(room.clone()) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                self.list.push((room.clone(), BytesMut::with_capacity(256)));
+                *e.insert(self.list.len() - 1)
+            }
+        };
+        &mut self.list[i].1
+    }
+
+    /// Takes the room's chunk out.
+    fn take(&mut self, room: &RoomId) -> Option<BytesMut> {
+        let pos = self.index.remove(room)?;
+        let (_, chunk) = self.list.swap_remove(pos);
+        // The last chunk moved into `pos`.
+        if let Some((moved, _)) = self.list.get(pos) {
+            if let Some(i) = self.index.get_mut(moved) {
+                *i = pos;
+            }
         }
+        Some(chunk)
+    }
+
+    /// Some room that still has a chunk.
+    pub(super) fn any_room(&self) -> Option<RoomId> {
+        self.list.last().map(|(room, _)| room.clone())
+    }
+
+    pub(super) fn into_list(self) -> Vec<(RoomId, BytesMut)> {
+        self.list
     }
 }
 
+/// Hands the room's chunk (if any) to its subscribers.
 pub(super) fn flush_chunk(
     rooms: &mut HashMap<RoomId, Slot>,
-    chunks: &mut Vec<(RoomId, BytesMut)>,
+    chunks: &mut Chunks,
     room: &RoomId,
     outbox_limit: usize,
 ) {
-    let Some(pos) = chunks.iter().position(|(id, _)| id == room) else {
+    let Some(chunk) = chunks.take(room) else {
         return;
     };
-    let (_, chunk) = chunks.swap_remove(pos);
     if let Some(Slot::Active(r)) = rooms.get_mut(room) {
         r.fan_out(&chunk.freeze(), outbox_limit);
     }

@@ -178,7 +178,7 @@ pub struct Shard {
     pub(super) batch: Vec<Mutation>,
     pub(super) done: Vec<Done>,
     /// Rooms written by the batch being built.
-    batch_rooms: Vec<RoomId>,
+    batch_rooms: commit::BatchRooms,
     /// When the batch being built got its first write.
     batch_since: Option<Instant>,
     inflight: FuturesOrdered<Inflight>,
@@ -207,7 +207,7 @@ impl Shard {
             rooms: HashMap::new(),
             batch: Vec::new(),
             done: Vec::new(),
-            batch_rooms: Vec::new(),
+            batch_rooms: commit::BatchRooms::default(),
             batch_since: None,
             inflight: FuturesOrdered::new(),
             busy: HashMap::new(),

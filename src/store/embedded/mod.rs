@@ -18,6 +18,7 @@ use crate::ids::{RoomId, UserId};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -192,7 +193,7 @@ fn committer(t: Arc<Tables>, mut rx: mpsc::Receiver<Job>, fsync: FsyncPolicy) {
         // A panic inside the engine must not end the committer (every later
         // write would then fail as `Closed`): it fails this group only.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_group(&t, &group, fsync)
+            write_group(&t, &mut group, fsync)
         }))
         .unwrap_or_else(|_| Err("store write panicked".to_string()));
         for (_, done) in group.drain(..) {
@@ -218,41 +219,96 @@ struct Overlay {
     /// Stream events written by this batch (an append and a later rewrite of
     /// one seq in one group commit: the rewrite wins).
     events: HashMap<Vec<u8>, Bytes>,
+    /// The event key a `PutMessage` just found absent from the store: its
+    /// `AppendEvent`, which follows in the same batch, need not look again
+    /// (nothing is written to the store until the group commits).
+    absent_event: Option<Vec<u8>>,
+}
+
+/// A row of the store, or `None` if it is absent.
+fn read_row<T: serde::de::DeserializeOwned>(
+    ks: &Keyspace,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<T>, String> {
+    match ks.get(key).map_err(|e| e.to_string())? {
+        Some(v) => Ok(Some(
+            keys::decode::<T>(&v, what).map_err(|e| e.to_string())?,
+        )),
+        None => Ok(None),
+    }
 }
 
 impl Overlay {
+    /// The member row as this group left it (read from the store once).
     fn member<'a>(
         &'a mut self,
         t: &Tables,
         key: Vec<u8>,
     ) -> Result<&'a mut Option<MemberState>, String> {
-        if !self.members.contains_key(&key) {
-            let cur = match t.members.get(&key).map_err(|e| e.to_string())? {
-                Some(v) => {
-                    Some(keys::decode::<MemberState>(&v, "member").map_err(|e| e.to_string())?)
-                }
-                None => None,
-            };
-            self.members.insert(key.clone(), cur);
-        }
-        Ok(self.members.entry(key).or_default())
+        Ok(match self.members.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let cur = read_row(&t.members, e.key(), "member")?;
+                e.insert(cur)
+            }
+        })
     }
 
+    /// The message row as this group left it (read from the store once).
     fn message<'a>(
         &'a mut self,
         t: &Tables,
         key: Vec<u8>,
     ) -> Result<&'a mut Option<MessageState>, String> {
-        if !self.messages.contains_key(&key) {
-            let cur = match t.messages.get(&key).map_err(|e| e.to_string())? {
-                Some(v) => {
-                    Some(keys::decode::<MessageState>(&v, "message").map_err(|e| e.to_string())?)
+        Ok(match self.messages.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let cur = read_row(&t.messages, e.key(), "message")?;
+                e.insert(cur)
+            }
+        })
+    }
+
+    /// A new message's row, unless the message exists (a replayed creation
+    /// never undoes later edits or reactions). A message row is only ever
+    /// written in the same atomic fjall batch as its event row (`PutMessage`
+    /// and its `AppendEvent` travel in one `apply`), and event rows are never
+    /// removed, so where the event row is absent the message row is too: the
+    /// common case costs one point read (the event row, whose answer the
+    /// `AppendEvent` then reuses) instead of two.
+    fn put_message(&mut self, t: &Tables, m: MessageState) -> Result<(), String> {
+        let key = keys::seq_key(&m.room, m.seq);
+        match self.messages.entry(key) {
+            Entry::Occupied(mut e) => {
+                if e.get().is_none() {
+                    e.insert(Some(m));
                 }
-                None => None,
-            };
-            self.messages.insert(key.clone(), cur);
+            }
+            Entry::Vacant(e) => {
+                let stored_event = self.events.contains_key(e.key())
+                    || t.events.contains_key(e.key()).map_err(|e| e.to_string())?;
+                if stored_event {
+                    let cur = read_row(&t.messages, e.key(), "message")?;
+                    e.insert(Some(cur.unwrap_or(m)));
+                } else {
+                    self.absent_event = Some(e.key().clone());
+                    e.insert(Some(m));
+                }
+            }
         }
-        Ok(self.messages.entry(key).or_default())
+        Ok(())
+    }
+
+    /// Whether the event row `key` exists (written by this group or stored).
+    fn has_event(&self, t: &Tables, key: &[u8]) -> Result<bool, String> {
+        if self.events.contains_key(key) {
+            return Ok(true);
+        }
+        if self.absent_event.as_deref() == Some(key) {
+            return Ok(false);
+        }
+        t.events.contains_key(key).map_err(|e| e.to_string())
     }
 }
 
@@ -267,20 +323,26 @@ fn newer(m: &mut MessageState, cell: &str, at: u64) -> bool {
     }
 }
 
-fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), String> {
+/// Writes a group of batches as one atomic fjall batch. The mutations are
+/// taken out of `group` (moved into the overlay, not cloned); the senders stay.
+fn write_group(t: &Tables, group: &mut [Job], fsync: FsyncPolicy) -> Result<(), String> {
     let mut b = t.db.batch();
     let mut o = Overlay::default();
-    for (mutations, _) in group {
-        for m in mutations {
+    // fjall copies every value into its own allocation: encode them all into
+    // one reused buffer.
+    let mut value = Vec::with_capacity(256);
+    for (mutations, _) in group.iter_mut() {
+        for m in std::mem::take(mutations) {
             match m {
                 Mutation::PutRoom(meta) => {
-                    b.insert(&t.rooms, meta.id.as_str().as_bytes(), keys::encode(meta))
+                    keys::encode_into(&mut value, &meta);
+                    b.insert(&t.rooms, meta.id.as_str().as_bytes(), value.as_slice())
                 }
                 Mutation::PutPublic { name, room } => {
-                    b.insert(t.directory(room), keys::public_key(name, room), [])
+                    b.insert(t.directory(&room), keys::public_key(&name, &room), [])
                 }
                 Mutation::DelPublic { name, room } => {
-                    b.remove(t.directory(room), keys::public_key(name, room))
+                    b.remove(t.directory(&room), keys::public_key(&name, &room))
                 }
                 Mutation::PutMember {
                     room,
@@ -288,25 +350,25 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     role,
                     joined_at,
                 } => {
-                    let slot = o.member(t, keys::room_user_key(room, user))?;
+                    let slot = o.member(t, keys::room_user_key(&room, &user))?;
                     match slot {
                         // A replay: the read state stays as it is.
                         Some(m) => {
-                            m.role = *role;
-                            m.joined_at = *joined_at;
+                            m.role = role;
+                            m.joined_at = joined_at;
                         }
-                        None => *slot = Some(MemberState::new(*role, *joined_at)),
+                        None => *slot = Some(MemberState::new(role, joined_at)),
                     }
-                    b.insert(&t.user_rooms, keys::user_room_key(user, room), []);
+                    b.insert(&t.user_rooms, keys::user_room_key(&user, &room), []);
                 }
                 Mutation::SetRole { room, user, role } => {
-                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
-                        m.role = *role;
+                    if let Some(m) = o.member(t, keys::room_user_key(&room, &user))? {
+                        m.role = role;
                     }
                 }
                 Mutation::DelMember { room, user } => {
-                    *o.member(t, keys::room_user_key(room, user))? = None;
-                    b.remove(&t.user_rooms, keys::user_room_key(user, room));
+                    *o.member(t, keys::room_user_key(&room, &user))? = None;
+                    b.remove(&t.user_rooms, keys::user_room_key(&user, &room));
                 }
                 Mutation::SetRead {
                     room,
@@ -314,45 +376,43 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     read_seq,
                     read_n,
                 } => {
-                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
-                        if *read_seq > m.read_seq {
-                            m.read_seq = *read_seq;
-                            m.read_n = *read_n;
+                    if let Some(m) = o.member(t, keys::room_user_key(&room, &user))? {
+                        if read_seq > m.read_seq {
+                            m.read_seq = read_seq;
+                            m.read_n = read_n;
                         }
                         let r = m.read_seq;
                         m.own_unread.retain(|s| *s > r);
                     }
                 }
                 Mutation::SetDelivered { room, user, seq } => {
-                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
-                        m.delivered_seq = m.delivered_seq.max(*seq);
+                    if let Some(m) = o.member(t, keys::room_user_key(&room, &user))? {
+                        m.delivered_seq = m.delivered_seq.max(seq);
                     }
                 }
                 Mutation::AddOwnUnread { room, user, seq } => {
-                    if let Some(m) = o.member(t, keys::room_user_key(room, user))? {
-                        if *seq > m.read_seq
-                            && !m.own_unread.contains(seq)
+                    if let Some(m) = o.member(t, keys::room_user_key(&room, &user))? {
+                        if seq > m.read_seq
+                            && !m.own_unread.contains(&seq)
                             && m.own_unread.len() < MAX_OWN_UNREAD
                         {
-                            let at = m.own_unread.partition_point(|s| s < seq);
-                            m.own_unread.insert(at, *seq);
+                            let at = m.own_unread.partition_point(|s| *s < seq);
+                            m.own_unread.insert(at, seq);
                         }
                     }
                 }
                 Mutation::PutBan { room, user } => {
-                    b.insert(&t.bans, keys::room_user_key(room, user), [])
+                    b.insert(&t.bans, keys::room_user_key(&room, &user), [])
                 }
                 Mutation::DelBan { room, user } => {
-                    b.remove(&t.bans, keys::room_user_key(room, user))
+                    b.remove(&t.bans, keys::room_user_key(&room, &user))
                 }
                 // A replayed append never brings back a text that a later
                 // edit or delete rewrote (the event is already there).
                 Mutation::AppendEvent { room, seq, payload } => {
-                    let key = keys::seq_key(room, *seq);
-                    if !o.events.contains_key(&key)
-                        && !t.events.contains_key(&key).map_err(|e| e.to_string())?
-                    {
-                        o.events.insert(key, payload.clone());
+                    let key = keys::seq_key(&room, seq);
+                    if !o.has_event(t, &key)? {
+                        o.events.insert(key, payload);
                     }
                 }
                 // One writer applies a room's commits in order, so the latest
@@ -360,15 +420,9 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                 Mutation::RewriteEvent {
                     room, seq, payload, ..
                 } => {
-                    o.events.insert(keys::seq_key(room, *seq), payload.clone());
+                    o.events.insert(keys::seq_key(&room, seq), payload);
                 }
-                Mutation::PutMessage(m) => {
-                    let slot = o.message(t, keys::seq_key(&m.room, m.seq))?;
-                    // A replayed creation never undoes later edits or reactions.
-                    if slot.is_none() {
-                        *slot = Some((**m).clone());
-                    }
-                }
+                Mutation::PutMessage(m) => o.put_message(t, *m)?,
                 Mutation::EditMessage {
                     room,
                     seq,
@@ -376,14 +430,14 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     edited_at,
                     at,
                 } => {
-                    if let Some(m) = o.message(t, keys::seq_key(room, *seq))? {
+                    if let Some(m) = o.message(t, keys::seq_key(&room, seq))? {
                         // The edit event itself, for later redactions (in seq order).
-                        if let Err(i) = m.edits.binary_search_by_key(at, |e| e.0) {
-                            m.edits.insert(i, (*at, *edited_at));
+                        if let Err(i) = m.edits.binary_search_by_key(&at, |e| e.0) {
+                            m.edits.insert(i, (at, edited_at));
                         }
-                        if !m.deleted && newer(m, "b", *at) {
-                            m.body = body.clone();
-                            m.edited_at = Some(*edited_at);
+                        if !m.deleted && newer(m, "b", at) {
+                            m.body = body;
+                            m.edited_at = Some(edited_at);
                         }
                     }
                 }
@@ -393,8 +447,8 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     sender,
                     at,
                 } => {
-                    if let Some(m) = o.message(t, keys::seq_key(room, *seq))? {
-                        newer(m, "d", *at);
+                    if let Some(m) = o.message(t, keys::seq_key(&room, seq))? {
+                        newer(m, "d", at);
                         m.deleted = true;
                         m.body.clear();
                         m.attachments.clear();
@@ -402,7 +456,7 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     }
                     b.insert(
                         &t.deletions,
-                        keys::seq_key(room, *seq),
+                        keys::seq_key(&room, seq),
                         sender.as_str().as_bytes(),
                     );
                 }
@@ -414,14 +468,14 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     on,
                     at,
                 } => {
-                    if let Some(m) = o.message(t, keys::seq_key(room, *seq))? {
+                    if let Some(m) = o.message(t, keys::seq_key(&room, seq))? {
                         let cell = format!("r\0{emoji}\0{user}");
-                        if m.deleted || !newer(m, &cell, *at) {
+                        if m.deleted || !newer(m, &cell, at) {
                             continue;
                         }
-                        if *on {
+                        if on {
                             let users = m.reactions.entry(emoji.clone()).or_default();
-                            if !users.contains(user) {
+                            if !users.contains(&user) {
                                 // Reaction order is the order of the reactions' seqs.
                                 users.push(user.clone());
                                 let at_of = |u: &UserId| {
@@ -430,16 +484,16 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                                         .copied()
                                         .unwrap_or(0)
                                 };
-                                if let Some(users) = m.reactions.get(emoji) {
+                                if let Some(users) = m.reactions.get(&emoji) {
                                     let mut sorted = users.clone();
                                     sorted.sort_by_key(|u| at_of(u));
                                     m.reactions.insert(emoji.clone(), sorted);
                                 }
                             }
-                        } else if let Some(users) = m.reactions.get_mut(emoji) {
-                            users.retain(|u| u != user);
+                        } else if let Some(users) = m.reactions.get_mut(&emoji) {
+                            users.retain(|u| *u != user);
                             if users.is_empty() {
-                                m.reactions.remove(emoji);
+                                m.reactions.remove(&emoji);
                             }
                         }
                     }
@@ -450,24 +504,30 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
                     local_id,
                     seq,
                     ts,
-                } => b.insert(
-                    &t.local_ids,
-                    keys::local_id_key(room, user, local_id),
-                    keys::encode(&(seq, ts)),
-                ),
-                Mutation::PutInvite(inv) => b.insert(
-                    &t.invites,
-                    keys::invite_key(&inv.room, &inv.code),
-                    keys::encode(inv),
-                ),
+                } => {
+                    keys::encode_into(&mut value, &(seq, ts));
+                    b.insert(
+                        &t.local_ids,
+                        keys::local_id_key(&room, &user, &local_id),
+                        value.as_slice(),
+                    )
+                }
+                Mutation::PutInvite(inv) => {
+                    keys::encode_into(&mut value, &inv);
+                    b.insert(
+                        &t.invites,
+                        keys::invite_key(&inv.room, &inv.code),
+                        value.as_slice(),
+                    )
+                }
                 Mutation::PutFavorite {
                     user,
                     room,
                     peer,
                     on,
                 } => {
-                    let k = keys::favorite_key(user, room.as_ref(), peer.as_ref());
-                    if *on {
+                    let k = keys::favorite_key(&user, room.as_ref(), peer.as_ref());
+                    if on {
                         b.insert(&t.favorites, k, []);
                     } else {
                         b.remove(&t.favorites, k);
@@ -478,7 +538,10 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
     }
     for (k, v) in o.members {
         match v {
-            Some(m) => b.insert(&t.members, k, keys::encode(&m)),
+            Some(m) => {
+                keys::encode_into(&mut value, &m);
+                b.insert(&t.members, k, value.as_slice())
+            }
             None => b.remove(&t.members, k),
         }
     }
@@ -487,7 +550,8 @@ fn write_group(t: &Tables, group: &[Job], fsync: FsyncPolicy) -> Result<(), Stri
     }
     for (k, v) in o.messages {
         if let Some(m) = v {
-            b.insert(&t.messages, k, keys::encode(&m));
+            keys::encode_into(&mut value, &m);
+            b.insert(&t.messages, k, value.as_slice());
         }
     }
     b.commit().map_err(|e| e.to_string())?;
@@ -675,6 +739,79 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(acme.items.len(), 1);
+    }
+
+    /// `PutMessage` looks up the event row, not the message row: replays in
+    /// the same group and in later groups never undo an edit, the original
+    /// event is appended once, and an event row without a message row (a
+    /// rewrite that landed alone) still gets its message row.
+    #[tokio::test]
+    async fn message_creation_is_decided_by_the_event_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), FsyncPolicy::Never).unwrap();
+        let room = RoomId::new("r").unwrap();
+        let state = |seq: u64, body: &str| MessageState {
+            room: room.clone(),
+            seq,
+            n: seq,
+            from: UserId::new("u").unwrap(),
+            body: body.into(),
+            ts: 1,
+            local_id: None,
+            kind: Default::default(),
+            attachments: Vec::new(),
+            reply_to: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
+            cell_at: Default::default(),
+            edits: Vec::new(),
+        };
+        let send = |seq: u64, payload: &'static str| {
+            vec![
+                Mutation::PutMessage(Box::new(state(seq, "original"))),
+                Mutation::AppendEvent {
+                    room: room.clone(),
+                    seq,
+                    payload: Bytes::from_static(payload.as_bytes()),
+                },
+            ]
+        };
+        let edit = Mutation::EditMessage {
+            room: room.clone(),
+            seq: 1,
+            body: "edited".into(),
+            edited_at: 2,
+            at: 2,
+        };
+        // One group: the send, its edit, the send again.
+        let mut batch = send(1, "first");
+        batch.push(edit);
+        batch.extend(send(1, "replayed"));
+        store.apply(batch).await.unwrap();
+        // A later group: the send again.
+        store.apply(send(1, "late")).await.unwrap();
+        let m = store.message(&room, 1).await.unwrap().unwrap();
+        assert_eq!(m.body, "edited");
+        let events = store.events(&room, 0, 10, 10).await.unwrap();
+        assert_eq!(events, vec![(1, Bytes::from_static(b"first"))]);
+        // An event row alone (no message row): the creation still lands.
+        store
+            .apply(vec![Mutation::RewriteEvent {
+                room: room.clone(),
+                seq: 2,
+                payload: Bytes::from_static(b"rewritten"),
+                at: 3,
+            }])
+            .await
+            .unwrap();
+        store.apply(send(2, "second")).await.unwrap();
+        assert_eq!(
+            store.message(&room, 2).await.unwrap().unwrap().body,
+            "original"
+        );
+        let events = store.events(&room, 1, 10, 10).await.unwrap();
+        assert_eq!(events, vec![(2, Bytes::from_static(b"rewritten"))]);
     }
 
     #[tokio::test]
