@@ -52,3 +52,26 @@ fn no_second_close_after_an_oversize_header() {
         Output::None
     );
 }
+
+/// frame_decode, crash-84584cb6a5a120244bfa467ff351b12fbcf8aba5 (found by a
+/// long run, 2026-12-08): a `join` whose room id carries the tenant separator
+/// (`g` U+001F `neral`). It decodes, since ids inside a server are scoped that
+/// way, and its wire form is the public part (`neral`), so the target's
+/// encode + decode round trip failed. What matters is that no server serves
+/// it: the boundary refuses an already scoped id as `bad_request`, with and
+/// without tenants, so a client can never name another tenant's room.
+#[test]
+fn a_client_id_carrying_the_tenant_separator_is_refused() {
+    use roomcast::ids::UserId;
+    use roomcast::proto::ClientFrame;
+    let payload = b"\x84\xa1t\xa4join\xa2id\x03\xa4room\xa7g\x1fneral\xa5si\xa5si2";
+    let frame = ClientFrame::decode(payload).expect("it decodes");
+    for user in [
+        UserId::new("alice").unwrap(),
+        UserId::new("acme\u{1f}alice").unwrap(),
+    ] {
+        let err = roomcast::tenant::scope_request(&mut frame.clone(), &user)
+            .expect_err("a scoped id from a client is refused");
+        assert_eq!(err.code, ErrorCode::BadRequest, "{}", err.message);
+    }
+}
