@@ -17,6 +17,8 @@
 #   ROOMCAST_CQL_DIR    the running node's config, data, log, pid and addr
 #                       (default ${TMPDIR:-/tmp}/roomcast-cql-node)
 #   ROOMCAST_CQL_HEAP   JVM heap (default 1G)
+#   ROOMCAST_CQL_COMMITLOG_SYNC  periodic (default) or batch (fsync before each
+#                       acknowledged write: survives a crash of the node)
 #   JAVA17              a Java 17 `java` binary (found under /usr/lib/jvm otherwise)
 #
 # What it took on a 2-core build machine (2026-12): the first `install`
@@ -110,7 +112,16 @@ running_pid() {
 }
 
 write_config() {
-  local native="$1" storage="$2"
+  local native="$1" storage="$2" commitlog
+  # periodic (default): fast, but a write is acknowledged before it is on disk,
+  # so a crash of this single node loses up to the period's acknowledged
+  # writes; batch: fsync before each acknowledgement (what a test that
+  # crashes the node needs to check that nothing acknowledged is lost).
+  case "${ROOMCAST_CQL_COMMITLOG_SYNC:-periodic}" in
+    periodic) commitlog=$'commitlog_sync: periodic\ncommitlog_sync_period: 10000ms' ;;
+    batch) commitlog='commitlog_sync: batch' ;;
+    *) die "ROOMCAST_CQL_COMMITLOG_SYNC must be periodic or batch" ;;
+  esac
   mkdir -p "$RUN/triggers" "$RUN/data" "$RUN/commitlog" "$RUN/saved_caches" "$RUN/hints" "$RUN/cdc" "$RUN/logs"
   cat >"$RUN/cassandra.yaml" <<YAML
 cluster_name: roomcast-dev
@@ -132,8 +143,7 @@ commitlog_directory: $RUN/commitlog
 saved_caches_directory: $RUN/saved_caches
 hints_directory: $RUN/hints
 cdc_raw_directory: $RUN/cdc
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+$commitlog
 auto_snapshot: false
 snapshot_on_duplicate_row_detection: false
 concurrent_reads: 8

@@ -39,6 +39,10 @@ impl PrivateCqlNode {
             .arg(cmd)
             .env("ROOMCAST_CQL_DIR", dir)
             .env("ROOMCAST_CQL_HEAP", "512M")
+            // A write acknowledged by this single node must survive its crash:
+            // fsync before each acknowledgement (the scripts' default, periodic
+            // sync, acknowledges first and can lose the last 10 s to a crash).
+            .env("ROOMCAST_CQL_COMMITLOG_SYNC", "batch")
             .output()
             .expect("run scripts/cql-node.sh");
         assert!(
